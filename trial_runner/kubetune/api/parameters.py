@@ -9,7 +9,7 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from kubetune.api.base import ApiModel
 
@@ -22,9 +22,52 @@ PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_PARAMETERS = 64
 MAX_CHOICES = 256
 
+# CEL rules (x-kubernetes-validations) that repeat the validators below in the CRD, so that the API
+# server rejects a bad range before the operator sees it. `int` and `float` are not CEL reserved
+# words: Kubernetes exposes them as `self.int` and `self.float`, unescaped. Absent fields have no
+# value in CEL (defaults are not in the CRD), hence the `has()` guards. Literals match the field
+# type (0 for integers, 0.0 for numbers): CEL does not compare an int with a double everywhere.
+
+
+def _range_rules(zero: str) -> list[dict[str, str]]:
+    return [
+        {
+            "rule": "self.low < self.high",
+            "message": "low must be below high",
+            "messageExpression": "'low (' + string(self.low) + ') must be below high ('"
+            " + string(self.high) + ')'",
+        },
+        {
+            "rule": f"!has(self.log) || !self.log || self.low > {zero}",
+            "message": "a log range needs low > 0",
+            "messageExpression": "'a log range needs low > 0, got low=' + string(self.low)",
+        },
+        {
+            "rule": "!has(self.log) || !self.log || !has(self.step)",
+            "message": "log and step cannot be used together",
+        },
+    ]
+
+
+_INT_STEP_RULE = {
+    "rule": "!has(self.step) || (self.high - self.low) % self.step == 0",
+    "message": "high - low must be a multiple of step",
+}
+_PARAMETER_RULE = {
+    "rule": "(has(self.int) ? 1 : 0) + (has(self.float) ? 1 : 0)"
+    " + (has(self.categorical) ? 1 : 0) == 1",
+    "message": "a parameter must set exactly one of int, float or categorical",
+    "messageExpression": "'parameter ' + self.name"
+    " + ' must set exactly one of int, float or categorical'",
+}
+
 
 class IntRange(ApiModel):
     """An integer range, both ends included."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [*_range_rules("0"), _INT_STEP_RULE]}
+    )
 
     low: int
     """Smallest value."""
@@ -47,6 +90,8 @@ class IntRange(ApiModel):
 
 class FloatRange(ApiModel):
     """A real range, both ends included."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _range_rules("0.0")})
 
     low: float
     """Smallest value."""
@@ -79,6 +124,8 @@ ParameterKind = Literal["int", "float", "categorical"]
 
 class Parameter(ApiModel):
     """One tuned hyperparameter of the estimator: exactly one of int, float or categorical."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_PARAMETER_RULE]})
 
     name: str = Field(pattern=PARAM_NAME_PATTERN, max_length=128)
     """The estimator's constructor argument, as in scikit-learn's get_params()."""

@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubetune.api.base import ApiModel
 from kubetune.api.catalog import (
@@ -112,6 +112,18 @@ class SyntheticDataset(ApiModel):
 
 class DatasetSpec(ApiModel):
     """Where the training data comes from: exactly one of builtin, file or synthetic."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.builtin) ? 1 : 0) + (has(self.file) ? 1 : 0)"
+                    " + (has(self.synthetic) ? 1 : 0) == 1",
+                    "message": "dataset must set exactly one of builtin, file or synthetic",
+                }
+            ]
+        }
+    )
 
     builtin: str | None = Field(default=None, json_schema_extra={"enum": list(BUILTIN_DATASETS)})
     """A dataset bundled with scikit-learn."""

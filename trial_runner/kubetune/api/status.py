@@ -258,3 +258,56 @@ class ModelComparisonStatus(_CommonStatus):
     """The winner's mean objective."""
     significance: Significance | None = None
     """The winner against the runner-up."""
+
+
+def set_condition(
+    conditions: list[Condition],
+    *,
+    type: str,
+    status: bool,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+) -> list[Condition]:
+    """A copy of ``conditions`` with one condition set; its lastTransitionTime moves only when
+    its status changes (Kubernetes convention)."""
+    value: Literal["True", "False"] = "True" if status else "False"
+    out: list[Condition] = []
+    found = False
+    for c in conditions:
+        if c.type == type:
+            found = True
+            stamp = c.last_transition_time if c.status == value else now()
+            c = Condition(type=type, status=value, reason=reason, message=message,
+                          last_transition_time=stamp, observed_generation=generation)
+        out.append(c)
+    if not found:
+        out.append(Condition(type=type, status=value, reason=reason, message=message,
+                             last_transition_time=now(), observed_generation=generation))
+    return out
+
+
+def phase_conditions(
+    conditions: list[Condition],
+    *,
+    phase: Phase,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+) -> list[Condition]:
+    """Set all four condition types consistently with ``phase``."""
+    for kind, holds in (
+        (CONDITION_RUNNING, phase == "Running"),
+        (CONDITION_SUCCEEDED, phase == "Succeeded"),
+        (CONDITION_FAILED, phase == "Failed"),
+        (CONDITION_SUSPENDED, phase == "Suspended"),
+    ):
+        conditions = set_condition(
+            conditions,
+            type=kind,
+            status=holds,
+            reason=reason if holds else f"Not{kind}",
+            message=message if holds else "",
+            generation=generation,
+        )
+    return conditions

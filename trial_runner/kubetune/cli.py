@@ -1,0 +1,241 @@
+"""The `kubetune` command: run a TuningJob or ModelComparison locally, validate one, write CRDs.
+
+Bad input never shows a traceback: one readable line per problem and a non-zero exit.
+Exit codes: 0 success, 1 the search failed, 2 bad input, 3 an internal error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class InputError(Exception):
+    """Bad input: each line of ``problems`` is printed as it is."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except InputError as error:
+        for line in error.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the last guard: one line, the traceback only on request
+        if os.environ.get("KUBETUNE_DEBUG"):
+            raise
+        first = (str(error).splitlines() or [""])[0]
+        print(f"error: internal: {type(error).__name__}: {first} "
+              "(set KUBETUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubetune",
+        description="Hyperparameter tuning for scikit-learn, on a laptop or a Kubernetes cluster.",
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a TuningJob or ModelComparison here, with no cluster")
+    run.add_argument("file", type=Path, help="the YAML file")
+    run.add_argument("-o", "--output", type=Path,
+                     help="folder for status.yaml, trials.csv and the model "
+                          "(default: kubetune-results/NAME)")
+    run.add_argument("-j", "--parallelism", type=_positive,
+                     help="worker processes (default: spec.search.parallelism)")
+    run.add_argument("--no-model", action="store_true", help="do not refit and save the best model")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a file without fitting anything")
+    validate.add_argument("file", type=Path)
+    validate.set_defaults(func=cmd_validate)
+
+    crds = sub.add_parser("crds", help="write the CustomResourceDefinitions")
+    crds.add_argument("-o", "--output", type=Path, default=Path("crds"),
+                      help="folder (default: crds)")
+    crds.set_defaults(func=cmd_crds)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """The one YAML document in ``path``, or an InputError saying what is wrong with it."""
+    if not path.exists():
+        raise InputError([f"{path}: no such file"])
+    if path.is_dir():
+        raise InputError([f"{path}: is a directory, expected a YAML file"])
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
+                     if d is not None]
+    except UnicodeDecodeError:
+        raise InputError([f"{path}: not a text file"]) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise InputError([f"{path}: invalid YAML{where}: {problem}"]) from None
+    if not documents:
+        raise InputError([f"{path}: the file is empty"])
+    if len(documents) > 1:
+        raise InputError([f"{path}: holds {len(documents)} documents; run one resource per file"])
+    document = documents[0]
+    if not isinstance(document, dict):
+        raise InputError([f"{path}: expected a mapping with apiVersion, kind, metadata and spec"])
+    return document
+
+
+def load(path: Path) -> Any:
+    """Read, validate and prepare a resource: everything short of fitting."""
+    from kubetune.api import SpecError, load_resource
+    from kubetune.data import DataError
+    from kubetune.engine import prepare
+
+    document = read_document(path)
+    try:
+        resource = load_resource(document)
+        prepared = prepare(resource, base_dir=path.parent)
+    except SpecError as error:
+        raise InputError(error.problems) from None
+    except DataError as error:
+        raise InputError([str(error)]) from None
+    return document, resource, prepared
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    _, resource, prepared = load(args.file)
+    data = prepared.data.record
+    print(f"{args.file}: valid {resource.kind} {resource.metadata.name!r}; "
+          f"{data.rows} rows x {data.columns} features, objective {prepared.metric}")
+    return EXIT_OK
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    from kubetune.crd import write_crds
+
+    for path in write_crds(output=args.output):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kubetune.engine import JobRun, run_comparison, run_tuning_job
+    from kubetune.output import write_model, write_status, write_trials
+    from kubetune.report import ProgressBar, comparison_summary, tuning_summary
+
+    document, resource, prepared = load(args.file)
+    folder = args.output or Path("kubetune-results") / resource.metadata.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError([f"--output: cannot create {folder}: {error.strerror}"]) from None
+    runs: list[JobRun] = []
+    progress: ProgressBar | None = None
+
+    class _Reporter:
+        def trial(self, run: JobRun, record: Any) -> None:
+            nonlocal progress
+            if progress is None and not args.quiet:
+                progress = ProgressBar(runs=runs)
+            if progress:
+                progress.trial(run, record)
+
+        def stage(self, run: JobRun, stage: Any) -> None:
+            if progress:
+                progress.stage(run, stage)
+
+    data = prepared.data.record
+    print(f"{resource.kind} {resource.metadata.name}: {data.source} ({data.rows} x {data.columns}), "
+          f"{prepared.reproducibility.cv.folds}-fold CV, objective {prepared.metric}, "
+          f"seed {prepared.seed}", file=sys.stderr)
+    kind = resource.kind
+    try:
+        if kind == "TuningJob":
+            tuned = run_tuning_job(resource, prepared=prepared, reporter=_Reporter(),
+                                   parallelism=args.parallelism, runs_out=runs)
+            status: Any = tuned.status
+            summary = tuning_summary(tuned.status)
+            winner = tuned.run
+        else:
+            compared = run_comparison(resource, prepared=prepared, reporter=_Reporter(),
+                                      parallelism=args.parallelism, runs_out=runs)
+            status = compared.status
+            summary = comparison_summary(compared.status)
+            winner = next((r for r in compared.runs if r.name == status.best_model), None)
+    except KeyboardInterrupt:
+        if progress:
+            progress.close()
+        _write_interrupted(folder=folder, document=document, runs=runs, kind=kind)
+        done = sum(len(r.records) for r in runs)
+        print(f"interrupted: kept {done} finished trials in {folder}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if progress:
+        progress.close()
+    write_status(folder=folder, resource=document, status=status)
+    write_trials(folder=folder, runs=runs)
+    print(summary)
+    if status.phase != "Succeeded":
+        print(f"error: {resource.kind} {resource.metadata.name} failed: {status.message}",
+              file=sys.stderr)
+        print(f"results in {folder}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.no_model and winner is not None:
+        path = write_model(folder=folder, run=winner)
+        if path:
+            print(f"\nmodel: {path} (load with skops.io.load)")
+    print(f"results in {folder}: status.yaml, trials.csv")
+    return EXIT_OK
+
+
+def _write_interrupted(*, folder: Path, document: dict[str, Any], runs: list[Any], kind: str) -> None:
+    from kubetune.api.status import phase_conditions
+    from kubetune.engine import comparison_status
+    from kubetune.output import write_status, write_trials
+
+    write_trials(folder=folder, runs=runs)
+    if not runs:
+        return
+    message = "interrupted; the finished trials are in trials.csv"
+    if kind == "TuningJob":
+        status: Any = runs[0].status()
+    else:
+        from kubetune.api import load_resource
+
+        spec = load_resource(document).spec
+        status = comparison_status(runs=runs, spec=spec,  # type: ignore[arg-type]
+                                   reproducibility=runs[0].prepared.reproducibility,
+                                   test_train_ratio=runs[0].test_train_ratio)
+    status.phase, status.message = "Failed", message
+    status.conditions = phase_conditions([], phase="Failed", reason="Interrupted", message=message)
+    write_status(folder=folder, resource=document, status=status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Strategies propose candidates; they never fit anything (the executor does).
+
+Every method runs on an optuna study, which is the stage's trial ledger: grid (GridSampler),
+random (RandomSampler or QMC) and bayesian (TPE or GP). The ask/tell interface lets one driver
+keep the workers busy across stages and models.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from kubetune.planning import StagePlan, grid_values, planned_trials
+from kubetune.space import contains, decode, distributions, to_optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+class GridOrder:
+    """The grid's points in an order fixed by the seed; a cap takes a random subset.
+
+    Points are decoded from their index (mixed radix), so a large capped grid costs nothing.
+    """
+
+    def __init__(self, plan: StagePlan, *, count: int) -> None:
+        self._axes = [(p.name, grid_values(p, grid_points=plan.grid_points)) for p in plan.space]
+        size = math.prod(len(values) for _, values in self._axes)
+        rng = random.Random(plan.seed)
+        self._order = rng.sample(range(size), k=min(count, size))
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        index = self._order[position]
+        point: dict[str, Any] = {}
+        for name, values in reversed(self._axes):
+            index, digit = divmod(index, len(values))
+            point[name] = to_optuna(values[digit])
+        return point
+
+
+@dataclass
+class Candidate:
+    """A proposed set of parameters, numbered across stages."""
+
+    number: int
+    params: dict[str, Any]
+    trial: optuna.trial.Trial = field(repr=False)
+
+
+def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler:
+    if plan.method == "grid":
+        # Grid points are enqueued one by one (see GridOrder); the sampler never has to choose.
+        # optuna's GridSampler calls study.stop() when exhausted, which ask/tell does not allow.
+        return optuna.samplers.RandomSampler(seed=plan.seed)
+    if plan.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=plan.seed, scramble=True)
+    if plan.method == "random":
+        return optuna.samplers.RandomSampler(seed=plan.seed)
+    startup = max(2, min(10, budget // 4))
+    if plan.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=plan.seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(
+        seed=plan.seed,
+        n_startup_trials=startup,
+        multivariate=True,
+        constant_liar=True,
+    )
+
+
+class StageSearch:
+    """One stage's candidates, proposed in an order fixed by the seed.
+
+    Grid and random candidates do not depend on results, so any number may be pending.
+    Bayesian candidates are asked in batches of ``parallelism`` and the next batch is asked only
+    when the last one is told: the same seed then gives the same trials whatever the timing.
+    """
+
+    def __init__(
+        self,
+        plan: StagePlan,
+        *,
+        storage: optuna.storages.BaseStorage | None = None,
+        study_name: str | None = None,
+        warm_start: Sequence[tuple[dict[str, Any], float]] = (),
+    ) -> None:
+        self.plan = plan
+        self.planned = planned_trials(plan)
+        self._dists = distributions(plan.space)
+        self.study = optuna.create_study(
+            storage=storage,
+            sampler=make_sampler(plan, budget=self.planned),
+            study_name=study_name,
+            direction="maximize",
+            load_if_exists=storage is not None,
+        )
+        self.warm_started = 0
+        if plan.method == "bayesian":
+            for params, score in warm_start:
+                if contains(plan.space, params) and math.isfinite(score):
+                    self.study.add_trial(
+                        optuna.trial.create_trial(
+                            params={k: to_optuna(params[k]) for k in self._dists},
+                            distributions=self._dists,
+                            value=score,
+                        )
+                    )
+                    self.warm_started += 1
+        self._grid = GridOrder(plan, count=self.planned) if plan.method == "grid" else None
+        self.asked = 0
+        self.told = 0
+        self.failed = 0
+        self._pending = 0
+        self._stopped = False
+
+    @property
+    def batch(self) -> int:
+        return self.plan.parallelism if self.plan.method == "bayesian" else self.planned
+
+    def can_ask(self) -> bool:
+        if self._stopped or self.asked >= self.planned:
+            return False
+        if self.plan.method == "bayesian" and self._pending:
+            # Within a batch keep asking; a new batch waits for the last one to be told.
+            return (self.asked - self.told) < self.batch and self._batch_open
+        return True
+
+    def ask(self) -> Candidate:
+        if self.plan.method == "bayesian" and not self._pending:
+            self._batch_open = True
+        if self._grid is not None:
+            self.study.enqueue_trial(self._grid[self.asked], skip_if_exists=False)
+        trial = self.study.ask(self._dists)
+        number = self.plan.trial_offset + self.asked
+        self.asked += 1
+        self._pending += 1
+        if self.plan.method == "bayesian" and (self.asked - self.told) >= self.batch:
+            self._batch_open = False
+        return Candidate(number=number, params=decode(self.plan.space, trial.params), trial=trial)
+
+    def tell(self, candidate: Candidate, score: float | None) -> None:
+        """Record a candidate's mean objective; None or NaN marks it failed."""
+        self._pending -= 1
+        self.told += 1
+        if score is None or not math.isfinite(score):
+            self.failed += 1
+            self.study.tell(candidate.trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(candidate.trial, score)
+        if self._pending == 0:
+            self._batch_open = True
+
+    def stop(self) -> None:
+        """Ask no more candidates (too many failures); pending ones may still be told."""
+        self._stopped = True
+
+    @property
+    def done(self) -> bool:
+        return self._pending == 0 and (self._stopped or self.asked >= self.planned)
+
+    _batch_open: bool = True
