@@ -39,7 +39,16 @@ HEADER = (
 _PRESERVE = "x-kubernetes-preserve-unknown-fields"
 _VALIDATIONS = "x-kubernetes-validations"
 # Value validations copied as they are (OpenAPI v3 and JSON schema agree on these).
-_COPIED = ("enum", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern")
+_COPIED = (
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "pattern",
+)
 _EXCLUSIVE = {"minimum": "exclusiveMinimum", "maximum": "exclusiveMaximum"}
 # Keys the converter understands; anything else in a model's schema is an error, not a silent drop.
 _KNOWN = frozenset(
@@ -200,10 +209,8 @@ class _Converter:
             nullable = len(others) < len(branches)
             if len(others) == 1:
                 # Optional[X]: plain X, optional by not being required (a list item keeps null).
-                out = self.convert({**others[0], **schema}, item=item)
-                if nullable and item:
-                    out = {**out, "nullable": True}
-                return out
+                inner = self.convert({**others[0], **schema}, item=item)
+                return {**inner, "nullable": True} if nullable and item else inner
             # A real union (a categorical choice): any JSON value, kept as written.
             schema = {k: v for k, v in schema.items() if k in ("description", "default")}
             schema[_PRESERVE] = True

@@ -483,7 +483,8 @@ def _check_classes(y: np.ndarray, folds: int, metrics: Sequence[str]) -> None:
     if len(counts) < 2:
         label = counts.index[0] if len(counts) else None
         raise DataError(
-            "dataset", f"the target holds a single class ({_label(label)}); classification needs two"
+            "dataset",
+            f"the target holds a single class ({_label(label)}); classification needs two",
         )
     small = counts[counts < folds]
     if len(small):

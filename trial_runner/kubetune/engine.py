@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import bisect
 import platform
 import random
 from collections import deque
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -125,9 +126,7 @@ class Prepared:
     additional: list[str]
 
 
-def prepare(
-    resource: TuningJob | ModelComparison, *, base_dir: Path | None = None
-) -> Prepared:
+def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = None) -> Prepared:
     """Check everything that can be checked without fitting, then load the data and make folds.
 
     Raises:
@@ -136,9 +135,11 @@ def prepare(
     """
     spec = resource.spec
     tuned = [spec] if isinstance(spec, TuningJobSpec) else list(spec.models)
-    prefixes = ["spec"] if isinstance(spec, TuningJobSpec) else [
-        f"spec.models[{i}]" for i in range(len(tuned))
-    ]
+    prefixes = (
+        ["spec"]
+        if isinstance(spec, TuningJobSpec)
+        else [f"spec.models[{i}]" for i in range(len(tuned))]
+    )
     problems: list[str] = []
     for item, prefix in zip(tuned, prefixes, strict=True):
         space = resolve_space(estimator=item.estimator, parameters=item.parameters)
@@ -252,7 +253,8 @@ class JobRun:
             folds=sorted(folds, key=lambda f: f.fold),
             model=self.model,
         )
-        self.records.append(record)
+        # Kept in trial order: completion order depends on worker timing, the trials do not.
+        bisect.insort(self.records, record, key=lambda r: r.number)
         self.search.tell(candidate, record.mean(self.metric) if record.ok else None)
         limit = plan.max_failed_trials
         if limit is not None and self.search.failed > limit:
@@ -276,16 +278,16 @@ class JobRun:
         stage.failures = failure_groups(records)
         stage.completed_at = now()
         limit = plan.max_failed_trials
-        if not best:
-            reason = stage.failures[0].reason if stage.failures else "no trial ran"
-            self._fail(stage, "AllTrialsFailed", f"all {len(records)} trials failed: {reason}")
-        elif limit is not None and search.failed > limit:
+        if limit is not None and search.failed > limit:
             reason = stage.failures[0].reason
             self._fail(
                 stage,
                 "TooManyFailedTrials",
                 f"{search.failed} trials failed, more than maxFailedTrials ({limit}): {reason}",
             )
+        elif not best:
+            reason = stage.failures[0].reason if stage.failures else "no trial ran"
+            self._fail(stage, "AllTrialsFailed", f"all {len(records)} trials failed: {reason}")
         else:
             stage.phase = "Succeeded"
             if plan.index + 1 < self.stage_count:
@@ -376,7 +378,10 @@ class JobRun:
             observed_generation=self.generation,
             phase=self.phase,
             conditions=phase_conditions(
-                [], phase=self.phase, reason=self.reason, message=self.message or "",
+                [],
+                phase=self.phase,
+                reason=self.reason,
+                message=self.message or "",
                 generation=self.generation,
             ),
             progress=f"{done}/{counts.planned}",
@@ -392,7 +397,9 @@ class JobRun:
                 metric=self.metric,
                 additional=self.metrics[1:],
                 test_train_ratio=self.test_train_ratio,
-            ) if top else None,
+            )
+            if top
+            else None,
             top_trials=[summary(r, self.metric) for r in top[:TOP_TRIALS]],
         )
 
@@ -500,7 +507,9 @@ def run_tuning_job(
         update={"search": job.spec.search.model_copy(update={"seed": prepared.seed})}
     )
     workers = parallelism or spec.search.parallelism
-    with Executor(X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers) as ex:
+    with Executor(
+        X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
+    ) as ex:
         run = JobRun(
             name=job.metadata.name,
             spec=spec,
@@ -534,18 +543,29 @@ def run_comparison(
     spec = comparison.spec
     search = spec.search.model_copy(update={"seed": prepared.seed})
     workers = parallelism or search.parallelism
-    with Executor(X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers) as ex:
+    with Executor(
+        X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
+    ) as ex:
         runs = []
         for model in spec.models:
             child = spec.child_spec(model).model_copy(update={"search": search})
-            run = JobRun(name=model.name, spec=child, prepared=prepared,
-                         test_train_ratio=ex.test_train_ratio, model=model.name)
+            run = JobRun(
+                name=model.name,
+                spec=child,
+                prepared=prepared,
+                test_train_ratio=ex.test_train_ratio,
+                model=model.name,
+            )
             runs.append(run)
         if runs_out is not None:
             runs_out.extend(runs)
         sequential = spec.execution.mode == "sequential"
-        drive(runs, ex, max_active=1 if sequential else spec.execution.max_concurrent,
-              reporter=reporter)
+        drive(
+            runs,
+            ex,
+            max_active=1 if sequential else spec.execution.max_concurrent,
+            reporter=reporter,
+        )
     status = comparison_status(
         runs=runs,
         spec=spec,
@@ -578,8 +598,9 @@ def comparison_status(
             message=run.message if run.phase == "Failed" else None,
         )
         if best is not None and run.phase != "Failed":
-            evidence = best_trial(best, metric=run.metric, additional=[],
-                                  test_train_ratio=test_train_ratio)
+            evidence = best_trial(
+                best, metric=run.metric, additional=[], test_train_ratio=test_train_ratio
+            )
             entry.score, entry.std = evidence.score, evidence.std
             entry.interval95, entry.params = evidence.interval95, evidence.params
         entries.append((run, entry))
@@ -592,7 +613,8 @@ def comparison_status(
     if len(scored) >= 2:
         (run_a, a), (run_b, b) = scored[0], scored[1]
         best_a, best_b = run_a.best_record(), run_b.best_record()
-        assert best_a is not None and best_b is not None
+        assert best_a is not None
+        assert best_b is not None
         diff, t, p = corrected_paired_ttest(
             best_a.fold_scores(run_a.metric),
             best_b.fold_scores(run_b.metric),
@@ -634,17 +656,22 @@ def comparison_status(
     return ModelComparisonStatus(
         observed_generation=generation,
         phase=phase,
-        conditions=phase_conditions([], phase=phase, reason=reason, message=message,
-                                    generation=generation),
+        conditions=phase_conditions(
+            [], phase=phase, reason=reason, message=message, generation=generation
+        ),
         progress=f"{len(finished)}/{len(runs)}",
         message=message or None,
         reproducibility=reproducibility,
         started_at=min(starts) if starts else None,
         completed_at=now() if all_done else None,
-        models=TrialCounts(completed=len(finished) - len(failed), failed=len(failed),
-                           planned=len(runs)),
-        trials=TrialCounts(completed=sum(c.completed for c in trials),
-                           failed=sum(c.failed for c in trials), planned=planned_trials_),
+        models=TrialCounts(
+            completed=len(finished) - len(failed), failed=len(failed), planned=len(runs)
+        ),
+        trials=TrialCounts(
+            completed=sum(c.completed for c in trials),
+            failed=sum(c.failed for c in trials),
+            planned=planned_trials_,
+        ),
         ranking=ranking,
         best_model=winner.model if winner else None,
         best_score=winner.score if winner else None,

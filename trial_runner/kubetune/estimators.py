@@ -99,7 +99,7 @@ class EstimatorEntry:
             raise LookupError(
                 f"{self.name} needs the optional extra: pip install 'kubetune[{self.extra}]'"
             )
-        return getattr(importlib.import_module(self.module), self.name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(self.module), self.name)
 
 
 def _entry(name: str, module: str, *space: Parameter, **defaults: Any) -> EstimatorEntry:
@@ -109,22 +109,46 @@ def _entry(name: str, module: str, *space: Parameter, **defaults: Any) -> Estima
 ESTIMATOR_REGISTRY: dict[str, EstimatorEntry] = {
     e.name: e
     for e in [
-        _entry("LogisticRegression", "sklearn.linear_model",
-               *_space({"name": "C", "float": _log(1e-4, 1e2)}), max_iter=2000),
-        _entry("Ridge", "sklearn.linear_model", *_space({"name": "alpha", "float": _log(1e-3, 1e3)})),
-        _entry("Lasso", "sklearn.linear_model",
-               *_space({"name": "alpha", "float": _log(1e-4, 10.0)}), max_iter=5000),
-        _entry("ElasticNet", "sklearn.linear_model",
-               *_space({"name": "alpha", "float": _log(1e-4, 10.0)},
-                       {"name": "l1_ratio", "float": {"low": 0.05, "high": 1.0}}),
-               max_iter=5000),
-        _entry("SVC", "sklearn.svm",
-               *_space({"name": "C", "float": _log(1e-2, 1e3)},
-                       {"name": "gamma", "float": _log(1e-4, 1.0)})),
-        _entry("SVR", "sklearn.svm",
-               *_space({"name": "C", "float": _log(1e-2, 1e3)},
-                       {"name": "gamma", "float": _log(1e-4, 1.0)},
-                       {"name": "epsilon", "float": _log(1e-3, 1.0)})),
+        _entry(
+            "LogisticRegression",
+            "sklearn.linear_model",
+            *_space({"name": "C", "float": _log(1e-4, 1e2)}),
+            max_iter=2000,
+        ),
+        _entry(
+            "Ridge", "sklearn.linear_model", *_space({"name": "alpha", "float": _log(1e-3, 1e3)})
+        ),
+        _entry(
+            "Lasso",
+            "sklearn.linear_model",
+            *_space({"name": "alpha", "float": _log(1e-4, 10.0)}),
+            max_iter=5000,
+        ),
+        _entry(
+            "ElasticNet",
+            "sklearn.linear_model",
+            *_space(
+                {"name": "alpha", "float": _log(1e-4, 10.0)},
+                {"name": "l1_ratio", "float": {"low": 0.05, "high": 1.0}},
+            ),
+            max_iter=5000,
+        ),
+        _entry(
+            "SVC",
+            "sklearn.svm",
+            *_space(
+                {"name": "C", "float": _log(1e-2, 1e3)}, {"name": "gamma", "float": _log(1e-4, 1.0)}
+            ),
+        ),
+        _entry(
+            "SVR",
+            "sklearn.svm",
+            *_space(
+                {"name": "C", "float": _log(1e-2, 1e3)},
+                {"name": "gamma", "float": _log(1e-4, 1.0)},
+                {"name": "epsilon", "float": _log(1e-3, 1.0)},
+            ),
+        ),
         _entry("KNeighborsClassifier", "sklearn.neighbors", *_KNN),
         _entry("KNeighborsRegressor", "sklearn.neighbors", *_KNN),
         _entry("RandomForestClassifier", "sklearn.ensemble", *_FOREST),
@@ -137,11 +161,21 @@ ESTIMATOR_REGISTRY: dict[str, EstimatorEntry] = {
         _entry("HistGradientBoostingRegressor", "sklearn.ensemble", *_HIST_GRADIENT_BOOSTING),
         _entry("MLPClassifier", "sklearn.neural_network", *_MLP, max_iter=500),
         _entry("MLPRegressor", "sklearn.neural_network", *_MLP, max_iter=500),
-        _entry("DummyClassifier", "sklearn.dummy",
-               *_space({"name": "strategy", "categorical": ["most_frequent", "prior", "stratified",
-                                                             "uniform"]})),
-        _entry("DummyRegressor", "sklearn.dummy",
-               *_space({"name": "strategy", "categorical": ["mean", "median"]})),
+        _entry(
+            "DummyClassifier",
+            "sklearn.dummy",
+            *_space(
+                {
+                    "name": "strategy",
+                    "categorical": ["most_frequent", "prior", "stratified", "uniform"],
+                }
+            ),
+        ),
+        _entry(
+            "DummyRegressor",
+            "sklearn.dummy",
+            *_space({"name": "strategy", "categorical": ["mean", "median"]}),
+        ),
     ]
 }
 for _name, _space_, _extra_defaults in [
@@ -169,10 +203,12 @@ PREPROCESSOR_REGISTRY: dict[str, Callable[[], type[BaseEstimator]]] = {
 
 
 def _sk(module: str, name: str) -> type[BaseEstimator]:
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), name)
 
 
-def resolve_space(*, estimator: EstimatorSpec, parameters: list[Parameter] | None) -> list[Parameter]:
+def resolve_space(
+    *, estimator: EstimatorSpec, parameters: list[Parameter] | None
+) -> list[Parameter]:
     """The space to search: the spec's parameters, or the estimator's default space."""
     if parameters:
         return list(parameters)
@@ -180,9 +216,10 @@ def resolve_space(*, estimator: EstimatorSpec, parameters: list[Parameter] | Non
 
 
 def make_estimator(*, spec: EstimatorSpec, seed: int) -> BaseEstimator:
-    """The estimator with its fixed parameters; random_state and n_jobs=1 unless the spec fixes them.
+    """The estimator with its fixed parameters.
 
-    n_jobs is 1 because kubetune already runs ``parallelism`` fits at once.
+    random_state is the search seed and n_jobs is 1 (kubetune already runs ``parallelism``
+    fits at once) unless the spec fixes them.
     """
     entry = ESTIMATOR_REGISTRY[spec.name]
     cls = entry.load()
@@ -194,7 +231,9 @@ def make_estimator(*, spec: EstimatorSpec, seed: int) -> BaseEstimator:
     if "n_jobs" in known:
         params["n_jobs"] = 1
     params.update(spec.params)
-    return estimator.set_params(**{k: v for k, v in params.items() if k in known or k in spec.params})
+    return estimator.set_params(
+        **{k: v for k, v in params.items() if k in known or k in spec.params}
+    )
 
 
 def make_pipeline(
@@ -230,8 +269,11 @@ def make_pipeline(
                     categorical.insert(0, SimpleImputer(strategy="most_frequent"))
         columns = ColumnTransformer(
             [
-                ("numeric", sk_make_pipeline(*numeric) if numeric else "passthrough",
-                 make_column_selector(dtype_include="number")),
+                (
+                    "numeric",
+                    sk_make_pipeline(*numeric) if numeric else "passthrough",
+                    make_column_selector(dtype_include="number"),
+                ),
                 ("categorical", sk_make_pipeline(*categorical), list(categorical_columns)),
             ],
             sparse_threshold=0.0,
@@ -276,10 +318,14 @@ def param_problems(
     known = sorted(cls().get_params(deep=False))
     for name in estimator.params:
         if name not in known:
-            problems.append(f"{prefix}.estimator.params.{name}: {_unknown(name, estimator.name, known)}")
+            problems.append(
+                f"{prefix}.estimator.params.{name}: {_unknown(name, estimator.name, known)}"
+            )
     for i, p in enumerate(space):
         if p.name not in known:
-            problems.append(f"{prefix}.parameters[{i}].name: {_unknown(p.name, estimator.name, known)}")
+            problems.append(
+                f"{prefix}.parameters[{i}].name: {_unknown(p.name, estimator.name, known)}"
+            )
     if problems:
         return problems
     base = {k: v for k, v in estimator.params.items()}
@@ -295,11 +341,12 @@ def param_problems(
         step_known = sorted(step_cls().get_params(deep=False))
         for name in step.params:
             if name not in step_known:
-                problems.append(
-                    f"{prefix}.preprocessing[{i}].params.{name}: {_unknown(name, step.name, step_known)}"
-                )
+                where = f"{prefix}.preprocessing[{i}].params.{name}"
+                problems.append(f"{where}: {_unknown(name, step.name, step_known)}")
         if not problems:
-            problems += _constraint_problems(step_cls, step.params, f"{prefix}.preprocessing[{i}].params")
+            problems += _constraint_problems(
+                step_cls, step.params, f"{prefix}.preprocessing[{i}].params"
+            )
     return problems
 
 
@@ -329,7 +376,7 @@ def _constraint_problems(cls: type[BaseEstimator], params: dict[str, Any], where
 
 def clone_with(pipeline: Pipeline, params: dict[str, Any]) -> Pipeline:
     """A fresh copy of the pipeline with the tuned parameters set on the estimator."""
-    return clone(pipeline).set_params(**{f"{MODEL_STEP}__{k}": v for k, v in params.items()})  # type: ignore[no-any-return]
+    return clone(pipeline).set_params(**{f"{MODEL_STEP}__{k}": v for k, v in params.items()})
 
 
 def allows_nan(*, estimator: EstimatorSpec) -> bool:

@@ -111,9 +111,7 @@ def _worker_fold(
 class Executor:
     """Runs fold fits in-process (one worker) or on a reusable pool of processes."""
 
-    def __init__(
-        self, *, X: Any, y: np.ndarray, splits: Sequence[Split], workers: int = 1
-    ) -> None:
+    def __init__(self, *, X: Any, y: np.ndarray, splits: Sequence[Split], workers: int = 1) -> None:
         self.workers = max(1, workers)
         self.folds = len(splits)
         self._X, self._y, self._splits = X, y, list(splits)
@@ -126,8 +124,15 @@ class Executor:
             # As joblib does: split the cores between workers so BLAS and OpenMP threads
             # inside each fit do not oversubscribe the machine.
             threads = str(max(1, (os.cpu_count() or 1) // self.workers))
-            env = {k: threads for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                        "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+            env = {
+                k: threads
+                for k in (
+                    "OMP_NUM_THREADS",
+                    "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS",
+                )
+            }
             self._pool = get_reusable_executor(max_workers=self.workers, env=env, reuse=True)
 
     def submit(

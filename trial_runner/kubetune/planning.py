@@ -58,7 +58,9 @@ def plan_stage(
         name=stage_name(index, stage.method),
         method=stage.method,
         space=list(space),
-        trials=stage.trials if stage.trials is not None or stage.method == "grid" else DEFAULT_TRIALS,
+        trials=stage.trials
+        if stage.trials is not None or stage.method == "grid"
+        else DEFAULT_TRIALS,
         grid_points=stage.grid_points or DEFAULT_GRID_POINTS,
         sampler=stage.sampler or default_sampler(stage.method),
         seed=seed + index,
@@ -196,9 +198,9 @@ def _refine(
     lo = max(lo, lo_b)
     low, high = inv(lo), inv(hi)
     if original.int_ is not None:
-        return Parameter(name=param.name, int=_int_range(original.int_, low, high))
+        return Parameter(name=param.name, int_=_int_range(original.int_, low, high))
     assert original.float_ is not None
-    return Parameter(name=param.name, float=_float_range(original.float_, low, high))
+    return Parameter(name=param.name, float_=_float_range(original.float_, low, high))
 
 
 def _int_range(bounds: IntRange, low: float, high: float) -> IntRange:

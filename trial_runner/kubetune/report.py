@@ -33,8 +33,10 @@ class ProgressBar:
     def stage(self, run: JobRun, stage: StageStatus) -> None:
         best = "-" if stage.best_score is None else f"{stage.best_score:.4f}"
         who = f"{run.name} " if len(self.runs) > 1 else ""
-        line = (f"{who}{stage.name}: {stage.phase.lower()}, {stage.trials.completed} trials, "
-                f"{stage.trials.failed} failed, best {best}")
+        line = (
+            f"{who}{stage.name}: {stage.phase.lower()}, {stage.trials.completed} trials, "
+            f"{stage.trials.failed} failed, best {best}"
+        )
         if stage.message:
             line += f" ({stage.message})"
         self._clear()
@@ -60,8 +62,10 @@ class ProgressBar:
         top = max((b.mean(metric) for b in best), default=None)
         best_text = "-" if top is None else f"{top:.4f}"
         elapsed = time.monotonic() - self.started
-        line = (f"[{bar}] {done}/{planned} trials | {where or 'finishing'} | "
-                f"best {metric} {best_text} | {elapsed:.0f}s")
+        line = (
+            f"[{bar}] {done}/{planned} trials | {where or 'finishing'} | "
+            f"best {metric} {best_text} | {elapsed:.0f}s"
+        )
         if self.tty:
             pad = max(0, self._width - len(line))
             self.stream.write("\r" + line + " " * pad)
@@ -80,8 +84,9 @@ def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     """A plain aligned text table."""
     cells = [[str(h) for h in header]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -96,8 +101,7 @@ def _cell(value: object) -> str:
 
 def tuning_summary(status: TuningJobStatus) -> str:
     rows = [
-        (s.name, s.phase, s.trials.completed, s.trials.failed, s.best_score)
-        for s in status.stages
+        (s.name, s.phase, s.trials.completed, s.trials.failed, s.best_score) for s in status.stages
     ]
     out = [table(rows, ["stage", "phase", "trials", "failed", "best"])]
     if status.best is not None:

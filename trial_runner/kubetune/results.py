@@ -88,8 +88,10 @@ def best_trial(
 def failure_groups(records: Sequence[TrialRecord]) -> list[FailureGroup]:
     """Failed trials grouped by reason, commonest first."""
     counts = Counter(r.error for r in records if r.error)
-    return [FailureGroup(reason=reason[:300], count=n)
-            for reason, n in counts.most_common(MAX_FAILURE_GROUPS)]
+    return [
+        FailureGroup(reason=reason[:300], count=n)
+        for reason, n in counts.most_common(MAX_FAILURE_GROUPS)
+    ]
 
 
 def cv_results_rows(records: Sequence[TrialRecord], metrics: Sequence[str]) -> list[dict[str, Any]]:
@@ -120,13 +122,15 @@ def cv_results_rows(records: Sequence[TrialRecord], metrics: Sequence[str]) -> l
             row[f"rank_test_{m}"] = ranks[m][i]
         fit = [f.fit_time for f in r.folds]
         score = [f.score_time for f in r.folds]
-        row.update({
-            "mean_fit_time": float(np.mean(fit)),
-            "std_fit_time": float(np.std(fit)),
-            "mean_score_time": float(np.mean(score)),
-            "std_score_time": float(np.std(score)),
-            "error": r.error or "",
-        })
+        row.update(
+            {
+                "mean_fit_time": float(np.mean(fit)),
+                "std_fit_time": float(np.std(fit)),
+                "mean_score_time": float(np.mean(score)),
+                "std_score_time": float(np.std(score)),
+                "error": r.error or "",
+            }
+        )
         rows.append(row)
     return rows
 

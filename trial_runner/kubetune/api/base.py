@@ -1,4 +1,4 @@
-"""The shared base of every API model: camelCase in YAML, snake_case in Python, no unknown fields."""
+"""The base of every API model: camelCase in YAML, snake_case in Python, no unknown fields."""
 
 from __future__ import annotations
 

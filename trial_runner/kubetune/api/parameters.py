@@ -10,6 +10,7 @@ import math
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict, JsonValue
 
 from kubetune.api.base import ApiModel
 
@@ -29,7 +30,7 @@ MAX_CHOICES = 256
 # type (0 for integers, 0.0 for numbers): CEL does not compare an int with a double everywhere.
 
 
-def _range_rules(zero: str) -> list[dict[str, str]]:
+def _range_rules(zero: str) -> list[JsonValue]:
     return [
         {
             "rule": "self.low < self.high",
@@ -49,11 +50,11 @@ def _range_rules(zero: str) -> list[dict[str, str]]:
     ]
 
 
-_INT_STEP_RULE = {
+_INT_STEP_RULE: JsonDict = {
     "rule": "!has(self.step) || (self.high - self.low) % self.step == 0",
     "message": "high - low must be a multiple of step",
 }
-_PARAMETER_RULE = {
+_PARAMETER_RULE: JsonDict = {
     "rule": "(has(self.int) ? 1 : 0) + (has(self.float) ? 1 : 0)"
     " + (has(self.categorical) ? 1 : 0) == 1",
     "message": "a parameter must set exactly one of int, float or categorical",

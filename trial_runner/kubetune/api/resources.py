@@ -27,7 +27,7 @@ class ObjectMeta(BaseModel):
 class TuningJob(ApiModel):
     """Tune one estimator's hyperparameters on one dataset."""
 
-    api_version: Literal["kubetune.io/v1alpha1"] = API_VERSION
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     kind: Literal["TuningJob"] = "TuningJob"
     metadata: ObjectMeta
     spec: TuningJobSpec
@@ -37,7 +37,7 @@ class TuningJob(ApiModel):
 class ModelComparison(ApiModel):
     """Tune several estimators on the same folds and budget, and rank them."""
 
-    api_version: Literal["kubetune.io/v1alpha1"] = API_VERSION
+    api_version: Literal["kubetune.io/v1alpha1"] = "kubetune.io/v1alpha1"
     kind: Literal["ModelComparison"] = "ModelComparison"
     metadata: ObjectMeta
     spec: ModelComparisonSpec
@@ -66,8 +66,12 @@ def load_resource(document: Any) -> Resource:
         SpecError: naming each offending field with what is wrong.
     """
     if not isinstance(document, dict):
-        raise SpecError([f"expected a mapping with apiVersion, kind, metadata and spec, got "
-                         f"{type(document).__name__}"])
+        raise SpecError(
+            [
+                f"expected a mapping with apiVersion, kind, metadata and spec, got "
+                f"{type(document).__name__}"
+            ]
+        )
     api_version = document.get("apiVersion")
     if api_version != API_VERSION:
         raise SpecError([f"apiVersion: expected {API_VERSION!r}, got {api_version!r}"])

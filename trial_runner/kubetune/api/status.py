@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field
+from pydantic.json_schema import JsonDict
 
 from kubetune.api.base import ApiModel
 from kubetune.api.parameters import Parameter
@@ -37,8 +38,8 @@ def is_terminal(phase: str | None) -> bool:
     return phase in TERMINAL_PHASES
 
 
-_MAP_BY_TYPE = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
-_MAP_BY_NAME = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+_MAP_BY_TYPE: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+_MAP_BY_NAME: JsonDict = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 
 class Condition(ApiModel):
@@ -278,12 +279,26 @@ def set_condition(
         if c.type == type:
             found = True
             stamp = c.last_transition_time if c.status == value else now()
-            c = Condition(type=type, status=value, reason=reason, message=message,
-                          last_transition_time=stamp, observed_generation=generation)
+            c = Condition(
+                type=type,
+                status=value,
+                reason=reason,
+                message=message,
+                last_transition_time=stamp,
+                observed_generation=generation,
+            )
         out.append(c)
     if not found:
-        out.append(Condition(type=type, status=value, reason=reason, message=message,
-                             last_transition_time=now(), observed_generation=generation))
+        out.append(
+            Condition(
+                type=type,
+                status=value,
+                reason=reason,
+                message=message,
+                last_transition_time=now(),
+                observed_generation=generation,
+            )
+        )
     return out
 
 
