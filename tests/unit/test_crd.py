@@ -153,9 +153,19 @@ def cel_value(value: Any, schema: Schema) -> Any:
     return value
 
 
-def evaluate(rule: Schema, value: Any, schema: Schema) -> tuple[bool, str]:
-    """Whether one x-kubernetes-validations rule holds for value, and the message if it fails."""
+def evaluate(rule: Schema, value: Any, schema: Schema, old: Any = None) -> tuple[bool, str]:
+    """Whether one x-kubernetes-validations rule holds for value, and the message if it fails.
+
+    A transition rule (one using oldSelf) holds on create (``old`` None), as in Kubernetes.
+    """
     this = celpy.json_to_cel(cel_value(prune_nulls(value, schema), schema))
+    if "oldSelf" in rule["rule"]:
+        if old is None:
+            return True, ""
+        before = celpy.json_to_cel(cel_value(prune_nulls(old, schema), schema))
+        return bool(cel_program(rule["rule"]).evaluate({"self": this, "oldSelf": before})), rule[
+            "message"
+        ]
     holds = bool(cel_program(rule["rule"]).evaluate({"self": this}))
     message = rule["message"]
     if "messageExpression" in rule:
@@ -791,7 +801,7 @@ def test_cel_rules_sit_under_bounded_lists(kind: str) -> None:
                 current = current["items"]
         assert current is node
         assert cardinality <= 2_000, f"{path}: may run {cardinality} times"
-    assert nodes == 4  # Parameter, IntRange, FloatRange, DatasetSpec
+    assert nodes == 5  # Parameter, IntRange, FloatRange, DatasetSpec, and the spec's transition rule
 
 
 # --- (6) names and printer columns --------------------------------------------------------------
@@ -843,3 +853,23 @@ def test_names_version_and_printer_columns(
         target = node_at(kind, column["jsonPath"].removeprefix("."))
         expected = {"string": ("string",), "number": ("number", "integer")}[column["type"]]
         assert target["type"] in expected, column
+
+
+@pytest.mark.parametrize("kind", ["TuningJob", "ModelComparison"])
+def test_search_definition_cannot_change_after_creation(kind: str) -> None:
+    document = next(p.values[0] for p in example_documents() if p.values[0]["kind"] == kind)
+    spec_schema = root_schema(kind)["properties"]["spec"]
+    (rule,) = [r for r in spec_schema["x-kubernetes-validations"] if "oldSelf" in r["rule"]]
+    old = document["spec"]
+    budget = copy.deepcopy(old)
+    budget.setdefault("search", {})["parallelism"] = 4
+    budget["suspend"] = True
+    assert evaluate(rule, budget, spec_schema, old=old)[0], "budget and suspend may change"
+    changed = copy.deepcopy(old)
+    changed["dataset"] = {"builtin": "digits"}
+    holds, message = evaluate(rule, changed, spec_schema, old=old)
+    assert not holds
+    assert f"create a new {kind}" in message
+    scoring = copy.deepcopy(old)
+    scoring["scoring"] = {"metric": "balanced_accuracy"}
+    assert not evaluate(rule, scoring, spec_schema, old=old)[0]

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except InputError as error:
         for line in error.problems:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"error: {_one_line(line)}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("KUBETUNE_DEBUG"):
             raise
         first = (str(error).splitlines() or [""])[0]
-        print(f"error: internal: {type(error).__name__}: {first} "
-              "(set KUBETUNE_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"error: internal: {type(error).__name__}: {first} "
+            "(set KUBETUNE_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 
@@ -56,11 +59,18 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a TuningJob or ModelComparison here, with no cluster")
     run.add_argument("file", type=Path, help="the YAML file")
-    run.add_argument("-o", "--output", type=Path,
-                     help="folder for status.yaml, trials.csv and the model "
-                          "(default: kubetune-results/NAME)")
-    run.add_argument("-j", "--parallelism", type=_positive,
-                     help="worker processes (default: spec.search.parallelism)")
+    run.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="folder for status.yaml, trials.csv and the model (default: kubetune-results/NAME)",
+    )
+    run.add_argument(
+        "-j",
+        "--parallelism",
+        type=_positive,
+        help="worker processes (default: spec.search.parallelism)",
+    )
     run.add_argument("--no-model", action="store_true", help="do not refit and save the best model")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     run.set_defaults(func=cmd_run)
@@ -70,10 +80,49 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions")
-    crds.add_argument("-o", "--output", type=Path, default=Path("crds"),
-                      help="folder (default: crds)")
+    crds.add_argument(
+        "-o", "--output", type=Path, default=Path("crds"), help="folder (default: crds)"
+    )
     crds.set_defaults(func=cmd_crds)
     return parser
+
+
+def _one_line(text: str) -> str:
+    """A message on one line, so that every problem is exactly one ``error:`` line."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key written twice in one mapping is an error.
+
+    PyYAML silently keeps the last of two equal keys, so a second ``search:`` block would quietly
+    replace the first; kubectl rejects such a manifest, and so do we. Keys brought in by a merge
+    (``<<: *anchor``) may still be overridden, as YAML intends.
+    """
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _positive(text: str) -> int:
@@ -93,10 +142,12 @@ def read_document(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise InputError([f"{path}: is a directory, expected a YAML file"])
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))
-                     if d is not None]
+        text = path.read_text(encoding="utf-8")
+        documents = [d for d in yaml.load_all(text, Loader=_StrictLoader) if d is not None]
     except UnicodeDecodeError:
         raise InputError([f"{path}: not a text file"]) from None
+    except OSError as error:
+        raise InputError([f"{path}: cannot read: {error.strerror or error}"]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -132,8 +183,10 @@ def load(path: Path) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     _, resource, prepared = load(args.file)
     data = prepared.data.record
-    print(f"{args.file}: valid {resource.kind} {resource.metadata.name!r}; "
-          f"{data.rows} rows x {data.columns} features, objective {prepared.metric}")
+    print(
+        f"{args.file}: valid {resource.kind} {resource.metadata.name!r}; "
+        f"{data.rows} rows x {data.columns} features, objective {prepared.metric}"
+    )
     return EXIT_OK
 
 
@@ -172,20 +225,33 @@ def cmd_run(args: argparse.Namespace) -> int:
                 progress.stage(run, stage)
 
     data = prepared.data.record
-    print(f"{resource.kind} {resource.metadata.name}: {data.source} ({data.rows} x {data.columns}), "
-          f"{prepared.reproducibility.cv.folds}-fold CV, objective {prepared.metric}, "
-          f"seed {prepared.seed}", file=sys.stderr)
+    print(
+        f"{resource.kind} {resource.metadata.name}: {data.source} ({data.rows} x {data.columns}), "
+        f"{prepared.reproducibility.cv.folds}-fold CV, objective {prepared.metric}, "
+        f"seed {prepared.seed}",
+        file=sys.stderr,
+    )
     kind = resource.kind
     try:
         if kind == "TuningJob":
-            tuned = run_tuning_job(resource, prepared=prepared, reporter=_Reporter(),
-                                   parallelism=args.parallelism, runs_out=runs)
+            tuned = run_tuning_job(
+                resource,
+                prepared=prepared,
+                reporter=_Reporter(),
+                parallelism=args.parallelism,
+                runs_out=runs,
+            )
             status: Any = tuned.status
             summary = tuning_summary(tuned.status)
-            winner = tuned.run
+            winner: JobRun | None = tuned.run
         else:
-            compared = run_comparison(resource, prepared=prepared, reporter=_Reporter(),
-                                      parallelism=args.parallelism, runs_out=runs)
+            compared = run_comparison(
+                resource,
+                prepared=prepared,
+                reporter=_Reporter(),
+                parallelism=args.parallelism,
+                runs_out=runs,
+            )
             status = compared.status
             summary = comparison_summary(compared.status)
             winner = next((r for r in compared.runs if r.name == status.best_model), None)
@@ -202,8 +268,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     write_trials(folder=folder, runs=runs)
     print(summary)
     if status.phase != "Succeeded":
-        print(f"error: {resource.kind} {resource.metadata.name} failed: {status.message}",
-              file=sys.stderr)
+        print(
+            f"error: {resource.kind} {resource.metadata.name} failed: "
+            f"{_one_line(status.message or status.phase)}",
+            file=sys.stderr,
+        )
         print(f"results in {folder}", file=sys.stderr)
         return EXIT_FAILED
     if not args.no_model and winner is not None:
@@ -214,7 +283,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_interrupted(*, folder: Path, document: dict[str, Any], runs: list[Any], kind: str) -> None:
+def _write_interrupted(
+    *, folder: Path, document: dict[str, Any], runs: list[Any], kind: str
+) -> None:
     from kubetune.api.status import phase_conditions
     from kubetune.engine import comparison_status
     from kubetune.output import write_status, write_trials
@@ -229,9 +300,12 @@ def _write_interrupted(*, folder: Path, document: dict[str, Any], runs: list[Any
         from kubetune.api import load_resource
 
         spec = load_resource(document).spec
-        status = comparison_status(runs=runs, spec=spec,  # type: ignore[arg-type]
-                                   reproducibility=runs[0].prepared.reproducibility,
-                                   test_train_ratio=runs[0].test_train_ratio)
+        status = comparison_status(
+            runs=runs,
+            spec=spec,  # type: ignore[arg-type]
+            reproducibility=runs[0].prepared.reproducibility,
+            test_train_ratio=runs[0].test_train_ratio,
+        )
     status.phase, status.message = "Failed", message
     status.conditions = phase_conditions([], phase="Failed", reason="Interrupted", message=message)
     write_status(folder=folder, resource=document, status=status)

@@ -211,9 +211,13 @@ class _Converter:
                 # Optional[X]: plain X, optional by not being required (a list item keeps null).
                 inner = self.convert({**others[0], **schema}, item=item)
                 return {**inner, "nullable": True} if nullable and item else inner
-            # A real union (a categorical choice): any JSON value, kept as written.
-            schema = {k: v for k, v in schema.items() if k in ("description", "default")}
-            schema[_PRESERVE] = True
+            kept = {k: v for k, v in schema.items() if k in ("description", "default")}
+            if sorted(b.get("type", "") for b in others) == ["integer", "string"]:
+                # int | str: a Kubernetes quantity, such as cpu: 2 or memory: 2Gi.
+                schema = {**kept, "x-kubernetes-int-or-string": True}
+            else:
+                # A real union (a categorical choice): any JSON value, kept as written.
+                schema = {**kept, _PRESERVE: True}
         unknown = [k for k in schema if k not in _KNOWN and not k.startswith("x-kubernetes-")]
         if unknown:
             raise ValueError(f"cannot express {unknown} in a structural schema: {schema}")

@@ -39,9 +39,9 @@ from kubetune.api.status import (
     phase_conditions,
 )
 from kubetune.data import LoadedData, check_dataset, load_dataset
-from kubetune.estimators import allows_nan, clone_with, make_pipeline, param_problems, resolve_space
+from kubetune.estimators import allows_nan, clone_with, make_pipeline, param_problems
 from kubetune.executor import Executor, FoldResult, Split
-from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space
+from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space, resolve_space
 from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
 from kubetune.stats import corrected_paired_ttest
 from kubetune.strategies import Candidate, StageSearch
@@ -170,6 +170,8 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
             allows_nan=allows_nan(estimator=item.estimator),
         )
     splits = make_splits(cv=spec.cv, task=task, y=data.y, seed=seed)
+    cv = cv_record(cv=spec.cv, task=task, seed=seed)
+    cv.test_train_ratio = float(np.mean([len(test) / len(train) for train, test in splits]))
     return Prepared(
         seed=seed,
         task=task,
@@ -178,7 +180,7 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
         reproducibility=Reproducibility(
             seed=seed,
             dataset=data.record,
-            cv=cv_record(cv=spec.cv, task=task, seed=seed),
+            cv=cv,
             versions=library_versions(),
         ),
         metric=metric,

@@ -17,72 +17,19 @@ from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.pipeline import Pipeline
 
 from kubetune.api.catalog import ESTIMATORS, Task
+from kubetune.api.defaults import default_space
 from kubetune.api.parameters import Parameter
 from kubetune.api.spec import EstimatorSpec, PreprocessingStep
 
 MODEL_STEP = "model"
 
 
-def _space(*items: dict[str, Any]) -> list[Parameter]:
-    return [Parameter.model_validate(item) for item in items]
-
-
-def _log(low: float, high: float) -> dict[str, Any]:
-    return {"low": low, "high": high, "log": True}
-
-
-_FOREST = _space(
-    {"name": "n_estimators", "int": {"low": 50, "high": 500, "step": 50}},
-    {"name": "max_depth", "categorical": [4, 8, 16, 32, None]},
-    {"name": "max_features", "float": {"low": 0.1, "high": 1.0}},
-    {"name": "min_samples_leaf", "int": _log(1, 20)},
-)
-_GRADIENT_BOOSTING = _space(
-    {"name": "n_estimators", "int": {"low": 50, "high": 500, "step": 50}},
-    {"name": "learning_rate", "float": _log(0.01, 0.3)},
-    {"name": "max_depth", "int": {"low": 2, "high": 8}},
-    {"name": "subsample", "float": {"low": 0.5, "high": 1.0}},
-)
-_HIST_GRADIENT_BOOSTING = _space(
-    {"name": "learning_rate", "float": _log(0.01, 0.3)},
-    {"name": "max_iter", "int": {"low": 50, "high": 500, "step": 50}},
-    {"name": "max_leaf_nodes", "int": _log(8, 128)},
-    {"name": "min_samples_leaf", "int": _log(5, 100)},
-    {"name": "l2_regularization", "float": _log(1e-6, 10.0)},
-)
-_KNN = _space(
-    {"name": "n_neighbors", "int": _log(1, 50)},
-    {"name": "weights", "categorical": ["uniform", "distance"]},
-    {"name": "p", "categorical": [1, 2]},
-)
-_MLP = _space(
-    {"name": "hidden_layer_sizes", "categorical": [[64], [128], [64, 64], [128, 64]]},
-    {"name": "alpha", "float": _log(1e-6, 1e-1)},
-    {"name": "learning_rate_init", "float": _log(1e-4, 1e-1)},
-)
-_XGB = _space(
-    {"name": "n_estimators", "int": {"low": 50, "high": 500, "step": 50}},
-    {"name": "learning_rate", "float": _log(0.01, 0.3)},
-    {"name": "max_depth", "int": {"low": 2, "high": 10}},
-    {"name": "subsample", "float": {"low": 0.5, "high": 1.0}},
-    {"name": "colsample_bytree", "float": {"low": 0.5, "high": 1.0}},
-)
-_LGBM = _space(
-    {"name": "n_estimators", "int": {"low": 50, "high": 500, "step": 50}},
-    {"name": "learning_rate", "float": _log(0.01, 0.3)},
-    {"name": "num_leaves", "int": _log(8, 256)},
-    {"name": "min_child_samples", "int": _log(5, 100)},
-    {"name": "subsample", "float": {"low": 0.5, "high": 1.0}},
-)
-
-
 @dataclass(frozen=True)
 class EstimatorEntry:
-    """An allow-listed estimator: where its class lives, its default space and fixed defaults."""
+    """An allow-listed estimator: where its class lives and its fixed defaults."""
 
     name: str
     module: str
-    default_space: list[Parameter]
     defaults: dict[str, Any] = field(default_factory=dict)
     extra: str | None = None
     """The pip extra that installs it, for optional estimators."""
@@ -90,6 +37,10 @@ class EstimatorEntry:
     @property
     def task(self) -> Task:
         return ESTIMATORS[self.name]
+
+    @property
+    def default_space(self) -> list[Parameter]:
+        return default_space(self.name)
 
     def available(self) -> bool:
         return importlib.util.find_spec(self.module.split(".")[0]) is not None
@@ -99,98 +50,51 @@ class EstimatorEntry:
             raise LookupError(
                 f"{self.name} needs the optional extra: pip install 'kubetune[{self.extra}]'"
             )
-        return getattr(importlib.import_module(self.module), self.name)
+        cls: type[BaseEstimator] = getattr(importlib.import_module(self.module), self.name)
+        return cls
 
 
-def _entry(name: str, module: str, *space: Parameter, **defaults: Any) -> EstimatorEntry:
-    return EstimatorEntry(name=name, module=module, default_space=list(space), defaults=defaults)
-
-
-ESTIMATOR_REGISTRY: dict[str, EstimatorEntry] = {
-    e.name: e
-    for e in [
-        _entry(
-            "LogisticRegression",
-            "sklearn.linear_model",
-            *_space({"name": "C", "float": _log(1e-4, 1e2)}),
-            max_iter=2000,
-        ),
-        _entry(
-            "Ridge", "sklearn.linear_model", *_space({"name": "alpha", "float": _log(1e-3, 1e3)})
-        ),
-        _entry(
-            "Lasso",
-            "sklearn.linear_model",
-            *_space({"name": "alpha", "float": _log(1e-4, 10.0)}),
-            max_iter=5000,
-        ),
-        _entry(
-            "ElasticNet",
-            "sklearn.linear_model",
-            *_space(
-                {"name": "alpha", "float": _log(1e-4, 10.0)},
-                {"name": "l1_ratio", "float": {"low": 0.05, "high": 1.0}},
-            ),
-            max_iter=5000,
-        ),
-        _entry(
-            "SVC",
-            "sklearn.svm",
-            *_space(
-                {"name": "C", "float": _log(1e-2, 1e3)}, {"name": "gamma", "float": _log(1e-4, 1.0)}
-            ),
-        ),
-        _entry(
-            "SVR",
-            "sklearn.svm",
-            *_space(
-                {"name": "C", "float": _log(1e-2, 1e3)},
-                {"name": "gamma", "float": _log(1e-4, 1.0)},
-                {"name": "epsilon", "float": _log(1e-3, 1.0)},
-            ),
-        ),
-        _entry("KNeighborsClassifier", "sklearn.neighbors", *_KNN),
-        _entry("KNeighborsRegressor", "sklearn.neighbors", *_KNN),
-        _entry("RandomForestClassifier", "sklearn.ensemble", *_FOREST),
-        _entry("RandomForestRegressor", "sklearn.ensemble", *_FOREST),
-        _entry("ExtraTreesClassifier", "sklearn.ensemble", *_FOREST),
-        _entry("ExtraTreesRegressor", "sklearn.ensemble", *_FOREST),
-        _entry("GradientBoostingClassifier", "sklearn.ensemble", *_GRADIENT_BOOSTING),
-        _entry("GradientBoostingRegressor", "sklearn.ensemble", *_GRADIENT_BOOSTING),
-        _entry("HistGradientBoostingClassifier", "sklearn.ensemble", *_HIST_GRADIENT_BOOSTING),
-        _entry("HistGradientBoostingRegressor", "sklearn.ensemble", *_HIST_GRADIENT_BOOSTING),
-        _entry("MLPClassifier", "sklearn.neural_network", *_MLP, max_iter=500),
-        _entry("MLPRegressor", "sklearn.neural_network", *_MLP, max_iter=500),
-        _entry(
-            "DummyClassifier",
-            "sklearn.dummy",
-            *_space(
-                {
-                    "name": "strategy",
-                    "categorical": ["most_frequent", "prior", "stratified", "uniform"],
-                }
-            ),
-        ),
-        _entry(
-            "DummyRegressor",
-            "sklearn.dummy",
-            *_space({"name": "strategy", "categorical": ["mean", "median"]}),
-        ),
-    ]
+_MODULES = {
+    "sklearn.linear_model": ["LogisticRegression", "Ridge", "Lasso", "ElasticNet"],
+    "sklearn.svm": ["SVC", "SVR"],
+    "sklearn.neighbors": ["KNeighborsClassifier", "KNeighborsRegressor"],
+    "sklearn.ensemble": [
+        "RandomForestClassifier",
+        "RandomForestRegressor",
+        "ExtraTreesClassifier",
+        "ExtraTreesRegressor",
+        "GradientBoostingClassifier",
+        "GradientBoostingRegressor",
+        "HistGradientBoostingClassifier",
+        "HistGradientBoostingRegressor",
+    ],
+    "sklearn.neural_network": ["MLPClassifier", "MLPRegressor"],
+    "sklearn.dummy": ["DummyClassifier", "DummyRegressor"],
+    "xgboost": ["XGBClassifier", "XGBRegressor"],
+    "lightgbm": ["LGBMClassifier", "LGBMRegressor"],
 }
-for _name, _space_, _extra_defaults in [
-    ("XGBClassifier", _XGB, {"verbosity": 0}),
-    ("XGBRegressor", _XGB, {"verbosity": 0}),
-    ("LGBMClassifier", _LGBM, {"verbose": -1}),
-    ("LGBMRegressor", _LGBM, {"verbose": -1}),
-]:
-    ESTIMATOR_REGISTRY[_name] = EstimatorEntry(
-        name=_name,
-        module="xgboost" if _name.startswith("XGB") else "lightgbm",
-        default_space=_space_,
-        defaults=_extra_defaults,
-        extra="boost",
+# Fixed defaults that make a fit converge or stay quiet; the spec's params override them.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "LogisticRegression": {"max_iter": 2000},
+    "Lasso": {"max_iter": 5000},
+    "ElasticNet": {"max_iter": 5000},
+    "MLPClassifier": {"max_iter": 500},
+    "MLPRegressor": {"max_iter": 500},
+    "XGBClassifier": {"verbosity": 0},
+    "XGBRegressor": {"verbosity": 0},
+    "LGBMClassifier": {"verbose": -1},
+    "LGBMRegressor": {"verbose": -1},
+}
+ESTIMATOR_REGISTRY: dict[str, EstimatorEntry] = {
+    name: EstimatorEntry(
+        name=name,
+        module=module,
+        defaults=_DEFAULTS.get(name, {}),
+        extra=None if module.startswith("sklearn") else "boost",
     )
+    for module, names in _MODULES.items()
+    for name in names
+}
 
 PREPROCESSOR_REGISTRY: dict[str, Callable[[], type[BaseEstimator]]] = {
     "StandardScaler": lambda: _sk("sklearn.preprocessing", "StandardScaler"),

@@ -12,8 +12,15 @@ from typing import Any
 from pydantic import Field
 
 from kubetune.api.base import ApiModel
+from kubetune.api.defaults import default_space
 from kubetune.api.parameters import Choice, FloatRange, IntRange, Parameter, choice_key
-from kubetune.api.spec import DEFAULT_GRID_POINTS, DEFAULT_TRIALS, Refinement, SearchSpec
+from kubetune.api.spec import (
+    DEFAULT_GRID_POINTS,
+    DEFAULT_TRIALS,
+    EstimatorSpec,
+    Refinement,
+    SearchSpec,
+)
 
 
 class StagePlan(ApiModel):
@@ -33,6 +40,13 @@ class StagePlan(ApiModel):
     max_failed_trials: int | None = None
     trial_offset: int = 0
     """Number of the stage's first trial (trials are numbered across stages)."""
+
+
+def resolve_space(
+    *, estimator: EstimatorSpec, parameters: list[Parameter] | None
+) -> list[Parameter]:
+    """The space to search: the spec's parameters, or the estimator's default space."""
+    return list(parameters) if parameters else default_space(estimator.name)
 
 
 def stage_name(index: int, method: str) -> str:

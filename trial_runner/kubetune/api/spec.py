@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 from kubetune.api.base import ApiModel
 from kubetune.api.catalog import (
@@ -164,7 +165,9 @@ class ScoringSpec(ApiModel):
     metric: str | None = Field(default=None, json_schema_extra={"enum": list(ALL_METRICS)})
     """The objective; accuracy for classifiers and r2 for regressors when omitted."""
     additional: list[str] = Field(
-        default_factory=list, max_length=16, json_schema_extra={"items": {"enum": list(ALL_METRICS)}}
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"items": {"enum": list(ALL_METRICS)}},
     )
     """Further metrics computed on the same folds and reported."""
 
@@ -187,7 +190,7 @@ class Refinement(ApiModel):
 
     factor: float = Field(default=0.3, gt=0, le=1)
     """Smallest width of a narrowed numeric range, as a fraction of the original width."""
-    top_k: int = Field(default=5, ge=1, le=100)
+    top_k: int = Field(default=5, ge=1, le=20)
     """How many of the previous stage's best trials the new space must contain."""
 
 
@@ -203,7 +206,8 @@ class _Budget(ApiModel):
         if self.sampler is not None and self.sampler not in SAMPLERS.get(method, ()):
             allowed = ", ".join(SAMPLERS.get(method, ())) or "none"
             raise ValueError(
-                f"{where}sampler {self.sampler!r} does not fit method {method!r} (allowed: {allowed})"
+                f"{where}sampler {self.sampler!r} does not fit method {method!r} "
+                f"(allowed: {allowed})"
             )
         if self.grid_points is not None and method != "grid":
             raise ValueError(f"{where}gridPoints applies to method grid only, not {method!r}")
@@ -273,6 +277,47 @@ class SearchSpec(_Budget):
         ]
 
 
+class ResourceRequirements(ApiModel):
+    """CPU and memory for a runner pod, as Kubernetes quantities."""
+
+    requests: dict[str, int | str] = Field(default_factory=dict)
+    """Such as {cpu: 2, memory: 2Gi}; cpu defaults to search.parallelism."""
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    """Such as {memory: 4Gi}."""
+
+
+class RunnerSpec(ApiModel):
+    """How the cluster runs each stage's Job; the operator's defaults fill what is left out."""
+
+    image: str | None = Field(default=None, max_length=512)
+    """The runner image (default: the operator's --runner-image)."""
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """Kubernetes imagePullPolicy."""
+    resources: ResourceRequirements | None = None
+    """Requests and limits of the runner container."""
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the runner pods must match."""
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
+    """Kubernetes tolerations of the runner pods."""
+    service_account_name: str | None = Field(default=None, max_length=253)
+    """Service account of the runner pods (default: the operator's runner account)."""
+    timeout_seconds: int | None = Field(default=None, ge=1)
+    """Deadline of each stage's Job (activeDeadlineSeconds)."""
+    backoff_limit: int = Field(default=2, ge=0, le=10)
+    """Retries of a stage's pod before its Job fails."""
+
+
+class _Cluster(ApiModel):
+    """Settings that only matter on a cluster; `kubetune run` ignores them."""
+
+    suspend: bool = False
+    """Pause: no new stage starts and a running stage's Job is suspended; false resumes."""
+    queue_name: str | None = Field(default=None, max_length=63)
+    """A Kueue LocalQueue: Jobs get the queue label and start suspended until Kueue admits them."""
+    runner: RunnerSpec = Field(default_factory=RunnerSpec)
+    """Image, resources and scheduling of the stage Jobs."""
+
+
 class _Tuned(ApiModel):
     """What one model tunes: its estimator, preprocessing and search space."""
 
@@ -299,8 +344,33 @@ class _Tuned(ApiModel):
         return self
 
 
-class TuningJobSpec(_Tuned):
+def _immutable(required: list[str], optional: list[str], kind: str) -> JsonDict:
+    """A CEL transition rule: the search definition cannot change once the resource exists."""
+    parts = [f"self.{f} == oldSelf.{f}" for f in required]
+    parts += [
+        f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+        for f in optional
+    ]
+    fields = ", ".join(required + optional)
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": " && ".join(f"({p})" for p in parts),
+                "message": f"the search definition ({fields}) cannot change once created; "
+                f"create a new {kind} instead",
+            }
+        ]
+    }
+
+
+class TuningJobSpec(_Tuned, _Cluster):
     """Tune one estimator on one dataset."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_immutable(
+            ["estimator", "dataset"], ["preprocessing", "parameters", "scoring", "cv"], "TuningJob"
+        )
+    )
 
     dataset: DatasetSpec
     """The training data."""
@@ -333,8 +403,12 @@ class ExecutionSpec(ApiModel):
     """parallel only: at most this many models at once."""
 
 
-class ModelComparisonSpec(ApiModel):
+class ModelComparisonSpec(_Cluster):
     """Several estimators tuned on the same folds and budget, then ranked."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_immutable(["models", "dataset"], ["scoring", "cv"], "ModelComparison")
+    )
 
     dataset: DatasetSpec
     """The training data, shared by every model."""
@@ -357,7 +431,9 @@ class ModelComparisonSpec(ApiModel):
     def _check(self) -> ModelComparisonSpec:
         _unique([m.name for m in self.models], "model")
         check_task(
-            estimators=[m.estimator for m in self.models], dataset=self.dataset, scoring=self.scoring
+            estimators=[m.estimator for m in self.models],
+            dataset=self.dataset,
+            scoring=self.scoring,
         )
         return self
 
@@ -371,6 +447,8 @@ class ModelComparisonSpec(ApiModel):
             search=self.search,
             cv=self.cv,
             scoring=self.scoring,
+            queue_name=self.queue_name,
+            runner=self.runner,
         )
 
 

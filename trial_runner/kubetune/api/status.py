@@ -108,7 +108,7 @@ class BestTrial(TrialSummary):
     """The objective's scorer name."""
     interval95: Interval
     """95% interval of the mean (t interval with the Nadeau-Bengio correction for CV)."""
-    fold_scores: list[float]
+    fold_scores: list[float] = Field(max_length=50)
     """The objective on each fold, in fold order."""
     metrics: dict[str, float] = Field(default_factory=dict)
     """Mean of each additional metric."""
@@ -129,7 +129,9 @@ class StageStatus(ApiModel):
     """The stage's trial counters."""
     best_score: float | None = None
     """The stage's best mean objective."""
-    space: list[Parameter] = Field(default_factory=list, json_schema_extra=_MAP_BY_NAME)
+    space: list[Parameter] = Field(
+        default_factory=list, max_length=64, json_schema_extra=_MAP_BY_NAME
+    )
     """The search space the stage used, narrowed from the previous stage when progressive."""
     failures: list[FailureGroup] = Field(default_factory=list, max_length=MAX_FAILURE_GROUPS)
     """The commonest errors of failed trials."""
@@ -161,6 +163,8 @@ class CVRecord(ApiModel):
     folds: int
     shuffle: bool
     seed: int | None = None
+    test_train_ratio: float | None = None
+    """Mean test rows over training rows of the folds (for the corrected variance)."""
 
 
 class Reproducibility(ApiModel):
@@ -168,10 +172,34 @@ class Reproducibility(ApiModel):
 
     seed: int
     """The search seed (chosen and recorded here when spec gave none)."""
-    dataset: DatasetRecord
-    cv: CVRecord
+    dataset: DatasetRecord | None = None
+    """The data, once loaded."""
+    cv: CVRecord | None = None
+    """The folds, once made."""
     versions: dict[str, str] = Field(default_factory=dict)
     """Versions of python, kubetune, scikit-learn, optuna and numpy."""
+
+
+class StageReport(ApiModel):
+    """What the runner of the current stage reports while it runs and when it ends.
+
+    In a cluster the runner owns this field (and trials, progress, best, topTrials); the operator
+    owns the rest of status. Both write JSON merge patches to disjoint fields, so neither
+    overwrites the other.
+    """
+
+    stage: str
+    """The stage this report is about."""
+    phase: Phase = "Running"
+    """Running while trials run; Succeeded or Failed at the end."""
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    best_score: float | None = None
+    top: list[TrialSummary] = Field(default_factory=list, max_length=20)
+    """The stage's best trials (refinement.topK of them), best first."""
+    failures: list[FailureGroup] = Field(default_factory=list, max_length=MAX_FAILURE_GROUPS)
+    message: str | None = None
+    """Why the stage failed, when it did."""
+    updated_at: str | None = None
 
 
 class _CommonStatus(ApiModel):
@@ -179,7 +207,9 @@ class _CommonStatus(ApiModel):
     """The metadata.generation this status describes."""
     phase: Phase = "Pending"
     """Pending, Running, Suspended, Succeeded or Failed."""
-    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=_MAP_BY_TYPE)
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=8, json_schema_extra=_MAP_BY_TYPE
+    )
     """Running, Succeeded, Failed and Suspended conditions."""
     progress: str | None = None
     """Trials done of planned, for people, such as 34/101."""
@@ -198,12 +228,16 @@ class TuningJobStatus(_CommonStatus):
     """Trial counters over all stages."""
     current_stage: str | None = None
     """The stage running now, or the last one."""
-    stages: list[StageStatus] = Field(default_factory=list, json_schema_extra=_MAP_BY_NAME)
+    stages: list[StageStatus] = Field(
+        default_factory=list, max_length=10, json_schema_extra=_MAP_BY_NAME
+    )
     """One summary per stage."""
     best: BestTrial | None = None
     """The best trial so far."""
     top_trials: list[TrialSummary] = Field(default_factory=list, max_length=TOP_TRIALS)
     """The best trials so far, best first."""
+    report: StageReport | None = None
+    """The running stage's own report (written by its runner in a cluster)."""
 
 
 class RankingEntry(ApiModel):
@@ -251,7 +285,7 @@ class ModelComparisonStatus(_CommonStatus):
     """Models completed, failed and planned."""
     trials: TrialCounts = Field(default_factory=TrialCounts)
     """Trial counters over every model."""
-    ranking: list[RankingEntry] = Field(default_factory=list)
+    ranking: list[RankingEntry] = Field(default_factory=list, max_length=20)
     """The models, best first."""
     best_model: str | None = None
     """The winner's name."""
