@@ -266,8 +266,23 @@ def splitter(task: Task, seed: int) -> StratifiedKFold | KFold:
     return cls(n_splits=FOLDS, shuffle=True, random_state=seed)
 
 
+def release_kubetune_pool() -> None:
+    """Work around an engine bug: shut down the plain loky pool kubetune leaves behind.
+
+    kubetune's Executor creates loky's global reusable executor directly; joblib's Parallel then
+    reuses that global and fails with "'_ReusablePoolExecutor' object has no attribute
+    '_temp_folder_manager'". Shutting it down lets joblib make its own (memmapping) pool.
+    """
+    from joblib.externals.loky import reusable_executor
+
+    pool = getattr(reusable_executor, "_executor", None)
+    if pool is not None and not hasattr(pool, "_temp_folder_manager"):
+        pool.shutdown(wait=True)
+
+
 def sklearn_search(method: str, task: Task, seed: int, budget: int, parallelism: int,
                    prepared: Prepared, pipeline: Any) -> Outcome:
+    release_kubetune_pool()
     X, y = prepared.data.X, prepared.data.y
     space = {f"{MODEL_STEP}__{p.name}": p.scipy() for p in task.params}
     start = time.perf_counter()
@@ -286,8 +301,8 @@ def sklearn_search(method: str, task: Task, seed: int, budget: int, parallelism:
                                               smallest=smallest_resources(task, y))
         search = HalvingRandomSearchCV(
             pipeline, space, n_candidates=n_candidates, factor=HALVING_FACTOR,
-            scoring=task.metric, cv=splitter(task, seed), n_jobs=parallelism,
-            random_state=seed, refit=False,
+            min_resources="exhaust", scoring=task.metric, cv=splitter(task, seed),
+            n_jobs=parallelism, random_state=seed, refit=False,
         )
         search.fit(X, y)
         candidates = int(sum(search.n_candidates_))
@@ -310,6 +325,7 @@ def smallest_resources(task: Task, y: np.ndarray) -> int:
 def rescore(pipeline: Any, params: dict[str, Any], task: Task, prepared: Prepared,
             parallelism: int) -> float:
     """The mean score of ``params`` on the shared full-data folds."""
+    release_kubetune_pool()
     model = clone(pipeline).set_params(**params)
     scores = cross_val_score(model, prepared.data.X, prepared.data.y, scoring=task.metric,
                              cv=prepared.splits, n_jobs=parallelism)

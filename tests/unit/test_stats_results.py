@@ -70,3 +70,13 @@ def test_failure_groups_count_by_reason() -> None:
     records.append(_record(9, None, "TypeError: b"))
     groups = failure_groups(records)
     assert [(g.reason, g.count) for g in groups] == [("ValueError: a", 3), ("TypeError: b", 1)]
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 9, 29])
+def test_pure_python_t_distribution_matches_scipy(df: int) -> None:
+    from kubetune.stats import t_ppf, t_sf
+
+    for t in (-3.5, -1.0, 0.0, 0.3, 1.7, 4.2, 12.0):
+        assert t_sf(t, df) == pytest.approx(scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-14)
+    for q in (0.025, 0.5, 0.9, 0.975, 0.995):
+        assert t_ppf(q, df) == pytest.approx(scipy_stats.t.ppf(q, df), rel=1e-9, abs=1e-12)

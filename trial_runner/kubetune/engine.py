@@ -38,7 +38,7 @@ from kubetune.api.status import (
     now,
     phase_conditions,
 )
-from kubetune.data import LoadedData, check_dataset, load_dataset
+from kubetune.data import DataError, LoadedData, check_dataset, load_dataset
 from kubetune.estimators import allows_nan, clone_with, make_pipeline, param_problems
 from kubetune.executor import Executor, FoldResult, Split
 from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space, resolve_space
@@ -130,8 +130,8 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
     """Check everything that can be checked without fitting, then load the data and make folds.
 
     Raises:
-        SpecError: one readable line per problem found (spec, parameters, data).
-        DataError: the first problem with the data.
+        SpecError: one readable line per problem found (spec, parameters, data), each
+            beginning with the path of the field to blame.
     """
     spec = resource.spec
     tuned = [spec] if isinstance(spec, TuningJobSpec) else list(spec.models)
@@ -157,18 +157,26 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
     task = task_of(tuned[0].estimator.name)
     seed = resolve_seed(spec.search.seed)
     metric, additional = objective(spec, task)
-    data = load_dataset(spec=spec.dataset, task=task, base_dir=base_dir)
-    for item in tuned:
+    try:
+        data = load_dataset(spec=spec.dataset, task=task, base_dir=base_dir)
+    except DataError as error:
+        raise SpecError([f"spec.{error}"]) from None
+    for item, prefix in zip(tuned, prefixes, strict=True):
         names = [s.name for s in item.preprocessing]
-        check_dataset(
-            data=data,
-            task=task,
-            folds=spec.cv.folds,
-            metrics=[metric, *additional],
-            has_encoder="OneHotEncoder" in names,
-            has_imputer="SimpleImputer" in names,
-            allows_nan=allows_nan(estimator=item.estimator),
-        )
+        try:
+            check_dataset(
+                data=data,
+                task=task,
+                folds=spec.cv.folds,
+                metrics=[metric, *additional],
+                has_encoder="OneHotEncoder" in names,
+                has_imputer="SimpleImputer" in names,
+                allows_nan=allows_nan(estimator=item.estimator),
+            )
+        except DataError as error:
+            # Model-specific problems (preprocessing) name the model; shared ones the spec.
+            where = prefix if error.field.startswith("preprocessing") else "spec"
+            raise SpecError([f"{where}.{error}"]) from None
     splits = make_splits(cv=spec.cv, task=task, y=data.y, seed=seed)
     cv = cv_record(cv=spec.cv, task=task, seed=seed)
     cv.test_train_ratio = float(np.mean([len(test) / len(train) for train, test in splits]))

@@ -232,8 +232,10 @@ def param_problems(
             )
     if problems:
         return problems
-    base = {k: v for k, v in estimator.params.items()}
+    base = dict(estimator.params)
     problems += _constraint_problems(cls, base, f"{prefix}.estimator.params")
+    if problems:  # every tuned value would repeat the fixed parameters' mistake
+        return problems
     for i, p in enumerate(space):
         for value in _probe_values(p):
             found = _constraint_problems(cls, {**base, p.name: value}, f"{prefix}.parameters[{i}]")

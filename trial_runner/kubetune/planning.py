@@ -45,8 +45,13 @@ class StagePlan(ApiModel):
 def resolve_space(
     *, estimator: EstimatorSpec, parameters: list[Parameter] | None
 ) -> list[Parameter]:
-    """The space to search: the spec's parameters, or the estimator's default space."""
-    return list(parameters) if parameters else default_space(estimator.name)
+    """The space to search: the spec's parameters, or the estimator's default space.
+
+    A default-space parameter that the spec fixes in estimator.params is left out: fixed wins.
+    """
+    if parameters:
+        return list(parameters)
+    return [p for p in default_space(estimator.name) if p.name not in estimator.params]
 
 
 def stage_name(index: int, method: str) -> str:

@@ -34,7 +34,7 @@ class ProgressBar:
         best = "-" if stage.best_score is None else f"{stage.best_score:.4f}"
         who = f"{run.name} " if len(self.runs) > 1 else ""
         line = (
-            f"{who}{stage.name}: {stage.phase.lower()}, {stage.trials.completed} trials, "
+            f"{who}{stage.name}: {stage.phase.lower()}, {stage.trials.completed} completed, "
             f"{stage.trials.failed} failed, best {best}"
         )
         if stage.message:

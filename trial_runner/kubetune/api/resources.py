@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -85,32 +86,94 @@ def load_resource(document: Any) -> Resource:
 
 
 def validation_problems(error: ValidationError) -> list[str]:
-    """One line per pydantic error: the field path as written in YAML, then the message."""
+    """One line per pydantic error: the field path as written in YAML, then the message.
+
+    The failures of every member of a union (a categorical choice, a quantity) become one line.
+    """
+    items = list(error.errors(include_url=False))
+    unions: dict[tuple[Any, ...], list[Any]] = {}
+    for item in items:
+        if _is_union_member(item):
+            unions.setdefault(tuple(item["loc"][:-1]), []).append(item)
     lines = []
-    for item in error.errors(include_url=False):
-        path = _path(item["loc"])
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        elif message.startswith("Assertion failed, "):
-            message = message.removeprefix("Assertion failed, ")
-        if item["type"] not in ("missing", "extra_forbidden", "value_error") and "input" in item:
-            shown = repr(item["input"])
-            if len(shown) <= 60 and not isinstance(item["input"], dict):
-                message = f"{message} (got {shown})"
-        lines.append(f"{path}: {message}" if path else message)
+    reported: set[tuple[Any, ...]] = set()
+    for item in items:
+        prefix = tuple(item["loc"][:-1])
+        if len(unions.get(prefix, [])) > 1:
+            if prefix not in reported:
+                reported.add(prefix)
+                kinds = _union_kinds(unions[prefix])
+                lines.append(f"{_path(prefix)}: expected {kinds} (got {item['input']!r})")
+            continue
+        lines.append(_line(item))
     return lines
 
 
+def _is_union_member(item: Any) -> bool:
+    tag = item["loc"][-1] if item["loc"] else None
+    return (
+        isinstance(tag, str)
+        and (tag in _TYPE_TAGS or "[" in tag)
+        and str(item["type"]).endswith(("_type", "_parsing"))
+    )
+
+
+_TYPE_TAGS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "a boolean",
+    "none": "null",
+}
+
+
+def _union_kinds(items: list[Any]) -> str:
+    kinds = []
+    for item in items:
+        tag = item["loc"][-1]
+        kind = _TYPE_TAGS.get(tag, "a list of those" if tag.startswith("list") else tag)
+        if kind not in kinds:
+            kinds.append(kind)
+    if "a whole number" in kinds and "a number" in kinds:
+        kinds.remove("a whole number")
+    return ", ".join(kinds[:-1]) + f" or {kinds[-1]}" if len(kinds) > 1 else kinds[0]
+
+
+def _line(item: Any) -> str:
+    path = _path(item["loc"])
+    message = item["msg"]
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        message = "unknown field"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+        # A validator of a whole object may name the field to blame: "scoring.metric: ...".
+        head, sep, rest = message.partition(": ")
+        if sep and _FIELD.match(head):
+            path, message = (f"{path}.{head}" if path else head), rest
+    elif message.startswith("Assertion failed, "):
+        message = message.removeprefix("Assertion failed, ")
+    elif kind == "string_pattern_mismatch" and item["ctx"].get("pattern") == DNS_LABEL:
+        message = (
+            "must be lowercase letters, digits and '-', starting and ending with a letter or digit"
+        )
+    if kind not in ("missing", "extra_forbidden", "value_error") and "input" in item:
+        shown = repr(item["input"])
+        if len(shown) <= 60 and not isinstance(item["input"], dict):
+            message = f"{message} (got {shown})"
+    return f"{path}: {message}" if path else message
+
+
+_FIELD = re.compile(r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*$")
+
+
 def _path(loc: tuple[Any, ...]) -> str:
-    # Union branches show up in loc as type names ("int", "list[...]"); a list index as [i].
+    # A list index shows as [i]; a union member's tag (such as "list[...]") is dropped.
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif isinstance(part, str) and ("[" in part or part in ("str", "bool", "float")):
+        elif isinstance(part, str) and "[" in part:
             continue
         else:
             out += f".{part}" if out else str(part)

@@ -463,14 +463,19 @@ def check_task(
         raise ValueError("models mix classifiers and regressors; compare models of one task")
     (task,) = tasks
     names = ", ".join(sorted({e.name for e in estimators}))
-    for metric in [scoring.metric, *scoring.additional]:
+    for field, metric in [("scoring.metric", scoring.metric)] + [
+        ("scoring.additional", m) for m in scoring.additional
+    ]:
         if metric is not None and metric not in metrics_for(task):
-            raise ValueError(f"metric {metric!r} does not fit a {task} task ({names})")
+            raise ValueError(f"{field}: metric {metric!r} does not fit a {task} task ({names})")
     data_task = None
     if dataset.builtin is not None:
         data_task = BUILTIN_DATASETS[dataset.builtin]
     elif dataset.synthetic is not None:
         data_task = dataset.synthetic.task
     if data_task is not None and data_task != task:
+        field = "dataset.builtin" if dataset.builtin else "dataset.synthetic.task"
         source = dataset.builtin or "synthetic"
-        raise ValueError(f"dataset {source!r} is a {data_task} dataset but {names} does {task}")
+        raise ValueError(
+            f"{field}: dataset {source!r} is a {data_task} dataset but {names} does {task}"
+        )
