@@ -3,7 +3,8 @@
 digits with SVC over C (6 log-spaced values) x gamma (4 log-spaced values). Each run is a fresh
 process, timed from start to exit: ``kubetune run JOB.yaml -q --no-model`` through the console
 script, and a small ``python -c`` program that fits GridSearchCV with the same candidates, the
-same StratifiedKFold and ``n_jobs`` equal to kubetune's parallelism. Runs alternate (kubetune,
+same StratifiedKFold, ``n_jobs`` equal to kubetune's parallelism and ``refit=False`` (kubetune
+runs with ``--no-model``, so neither refits the best model). Runs alternate (kubetune,
 GridSearchCV, kubetune, ...) so that drift in the machine's load hits both alike.
 
 The script also checks that both searches scored every candidate the same, on the same folds,
@@ -58,7 +59,9 @@ digest = hashlib.sha256()
 for train, test in cv.split(X, y):
     digest.update(train.astype("int64").tobytes())
     digest.update(test.astype("int64").tobytes())
-search = GridSearchCV(SVC(), config["grid"], cv=cv, n_jobs=config["n_jobs"], scoring="accuracy")
+search = GridSearchCV(
+    SVC(), config["grid"], cv=cv, n_jobs=config["n_jobs"], scoring="accuracy", refit=False
+)
 search.fit(X, y)
 rows = [
     {"params": p, "score": float(s)}
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     report.line(
         f"kubetune: `{Path(script).name} run job.yaml -o DIR --no-model -q`, "
         f"search.parallelism {args.parallelism}; GridSearchCV: n_jobs {args.parallelism}, "
+        "refit=False (as --no-model), "
         f"StratifiedKFold({FOLDS}, shuffle=True, random_state={args.seed})"
     )
     report.line(

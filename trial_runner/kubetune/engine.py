@@ -29,9 +29,7 @@ from kubetune.api.status import (
     CVRecord,
     ModelComparisonStatus,
     Phase,
-    RankingEntry,
     Reproducibility,
-    Significance,
     StageStatus,
     TrialCounts,
     TuningJobStatus,
@@ -42,11 +40,10 @@ from kubetune.data import DataError, LoadedData, check_dataset, load_dataset
 from kubetune.estimators import allows_nan, clone_with, make_pipeline, param_problems
 from kubetune.executor import Executor, FoldResult, Split
 from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space, resolve_space
+from kubetune.ranking import ModelOutcome, rank_models, verdict
 from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
-from kubetune.stats import corrected_paired_ttest
 from kubetune.strategies import Candidate, StageSearch
 
-SIGNIFICANCE_ALPHA = 0.05
 
 
 class Reporter(Protocol):
@@ -595,50 +592,24 @@ def comparison_status(
     generation: int | None = None,
 ) -> ModelComparisonStatus:
     """Rank the models (failed ones last) and test the winner's lead over the runner-up."""
-    entries: list[tuple[JobRun, RankingEntry]] = []
+    outcomes = []
     for run in runs:
         best = run.best_record()
-        counts = run.counts()
-        entry = RankingEntry(
-            rank=0,
-            model=run.name,
-            estimator=run.spec.estimator.name,
-            phase=run.phase,
-            trials=counts,
-            message=run.message if run.phase == "Failed" else None,
-        )
-        if best is not None and run.phase != "Failed":
-            evidence = best_trial(
-                best, metric=run.metric, additional=[], test_train_ratio=test_train_ratio
+        outcomes.append(
+            ModelOutcome(
+                model=run.name,
+                estimator=run.spec.estimator.name,
+                phase=run.phase,
+                best=best_trial(
+                    best, metric=run.metric, additional=[], test_train_ratio=test_train_ratio
+                )
+                if best is not None
+                else None,
+                trials=run.counts(),
+                message=run.message,
             )
-            entry.score, entry.std = evidence.score, evidence.std
-            entry.interval95, entry.params = evidence.interval95, evidence.params
-        entries.append((run, entry))
-    entries.sort(key=lambda e: (e[1].score is None, -(e[1].score or 0.0), e[1].model))
-    for rank, (_, entry) in enumerate(entries, start=1):
-        entry.rank = rank
-    ranking = [e for _, e in entries]
-    scored = [(run, e) for run, e in entries if e.score is not None]
-    significance = None
-    if len(scored) >= 2:
-        (run_a, a), (run_b, b) = scored[0], scored[1]
-        best_a, best_b = run_a.best_record(), run_b.best_record()
-        assert best_a is not None
-        assert best_b is not None
-        diff, t, p = corrected_paired_ttest(
-            best_a.fold_scores(run_a.metric),
-            best_b.fold_scores(run_b.metric),
-            test_train_ratio=test_train_ratio,
         )
-        significance = Significance(
-            winner=a.model,
-            runner_up=b.model,
-            mean_difference=diff,
-            t_statistic=t,
-            p_value=p,
-            alpha=SIGNIFICANCE_ALPHA,
-            significant=p is not None and p < SIGNIFICANCE_ALPHA,
-        )
+    ranking, significance = rank_models(outcomes, test_train_ratio=test_train_ratio)
     finished = [r for r in runs if r.finished]
     failed = [r for r in runs if r.phase == "Failed"]
     all_done = len(finished) == len(runs)
@@ -648,13 +619,7 @@ def comparison_status(
         message = f"every model failed; first: {failed[0].name}: {failed[0].message}"
     elif all_done:
         phase, reason = "Succeeded", "ComparisonSucceeded"
-        top = ranking[0]
-        message = f"best model {top.model} ({top.estimator}) {runs[0].metric} {top.score:.4f}"
-        if significance is not None:
-            verdict = "significant" if significance.significant else "not significant"
-            message += f"; lead over {significance.runner_up} {verdict}"
-            if significance.p_value is not None:
-                message += f" (p={significance.p_value:.3f})"
+        message = verdict(ranking[0], significance, runs[0].metric)
     elif any(r.phase != "Pending" for r in runs):
         phase, reason, message = "Running", "ModelsRunning", ""
     else:

@@ -20,7 +20,9 @@ from kubetune.api.spec import (
     EstimatorSpec,
     Refinement,
     SearchSpec,
+    TuningJobSpec,
 )
+from kubetune.api.status import TrialCounts
 
 
 class StagePlan(ApiModel):
@@ -245,3 +247,33 @@ def _float_range(bounds: FloatRange, low: float, high: float) -> FloatRange:
     return FloatRange(
         low=float(f"{low:.12g}"), high=float(f"{high:.12g}"), step=bounds.step, log=bounds.log
     )
+
+
+# --- the contract between the operator and a stage's runner -----------------------------------
+
+
+class ObjectRef(ApiModel):
+    """The resource a runner reports to."""
+
+    api_version: str = "kubetune.io/v1alpha1"
+    kind: str = "TuningJob"
+    namespace: str
+    name: str
+    uid: str | None = None
+
+
+class StageTask(ApiModel):
+    """Everything a stage Job runs, frozen when the operator creates the Job.
+
+    The Job carries it (as JSON in an environment variable), so a later spec edit never changes a
+    running stage. The runner reports to ``target`` and numbers its trials from
+    ``plan.trial_offset``.
+    """
+
+    target: ObjectRef
+    spec: TuningJobSpec
+    plan: StagePlan
+    planned_total: int = Field(ge=0)
+    """Trials planned over every stage, as known when the stage started (for progress)."""
+    trials_before: TrialCounts = Field(default_factory=TrialCounts)
+    """Trials of the stages before this one."""

@@ -301,6 +301,10 @@ class RunnerSpec(ApiModel):
     """Kubernetes tolerations of the runner pods."""
     service_account_name: str | None = Field(default=None, max_length=253)
     """Service account of the runner pods (default: the operator's runner account)."""
+    volumes: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
+    """Kubernetes volumes of the runner pods, such as the PersistentVolumeClaim holding data."""
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
+    """Where the runner container mounts them (dataset.file.path points inside)."""
     timeout_seconds: int | None = Field(default=None, ge=1)
     """Deadline of each stage's Job (activeDeadlineSeconds)."""
     backoff_limit: int = Field(default=2, ge=0, le=10)

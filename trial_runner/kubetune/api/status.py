@@ -248,6 +248,8 @@ class RankingEntry(ApiModel):
     model: str
     """The model's name in spec."""
     estimator: str
+    tuning_job: str | None = None
+    """The child TuningJob that tunes the model (in a cluster)."""
     phase: Phase = "Pending"
     score: float | None = None
     """The best trial's mean objective."""

@@ -1,0 +1,171 @@
+"""The one module that talks to the Kubernetes API (besides kopf's own watching and patching).
+
+Blocking calls of the official client run in a worker thread. A create that finds the object
+already there (409) and a delete or patch that finds nothing (404) count as success: names are
+deterministic, so both only mean that an earlier pass got there first. 429 and 5xx raise
+``Retryable`` so that the handler backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kubetune.api.base import GROUP, VERSION
+from kubetune_operator.children import RUNNER_CONTAINER
+
+MERGE_PATCH = "application/merge-patch+json"
+RETRYABLE = {429, 500, 502, 503, 504}
+PLURALS = {"TuningJob": "tuningjobs", "ModelComparison": "modelcomparisons"}
+
+
+class Retryable(Exception):
+    """The API server is busy or failing; the same call may work later."""
+
+    def __init__(self, status: int, reason: str, delay: float) -> None:
+        super().__init__(f"API answered {status} {reason}")
+        self.status, self.delay = status, delay
+
+
+def _retry_delay(error: ApiException) -> float:
+    headers = error.headers or {}
+    try:
+        return max(1.0, float(headers.get("Retry-After", "")))
+    except ValueError:
+        return 5.0
+
+
+def load_api_client() -> client.ApiClient:
+    """In a pod, the service account; elsewhere, the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """Every API call the operator makes, with the answers it tolerates."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.batch = client.BatchV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    async def _call(self, fn: Any, *args: Any, ok: frozenset[int] = frozenset(), **kw: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kw)
+        except ApiException as error:
+            if error.status in ok:
+                return None
+            if error.status in RETRYABLE:
+                raise Retryable(error.status, str(error.reason), _retry_delay(error)) from error
+            raise
+
+    async def create(self, body: dict[str, Any]) -> None:
+        """Create a stage Job or a child TuningJob; 409 (already there) is success."""
+        namespace = body["metadata"]["namespace"]
+        if body["kind"] == "Job":
+            await self._call(self.batch.create_namespaced_job, namespace, body, ok=frozenset({409}))
+        else:
+            await self._call(
+                self.custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURALS[body["kind"]],
+                body,
+                ok=frozenset({409}),
+            )
+
+    async def set_job_suspend(self, *, namespace: str, name: str, suspend: bool) -> None:
+        await self._call(
+            self.batch.patch_namespaced_job,
+            name,
+            namespace,
+            {"spec": {"suspend": suspend}},
+            _content_type=MERGE_PATCH,
+            ok=frozenset({404}),
+        )
+
+    async def set_child_suspend(self, *, namespace: str, name: str, suspend: bool) -> None:
+        await self._call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "tuningjobs",
+            name,
+            {"spec": {"suspend": suspend}},
+            _content_type=MERGE_PATCH,
+            ok=frozenset({404}),
+        )
+
+    async def delete_job(self, *, namespace: str, name: str) -> None:
+        # Background propagation: the Job's pods go too (the runner stops).
+        await self._call(
+            self.batch.delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+            ok=frozenset({404}),
+        )
+
+    async def delete_tuningjob(self, *, namespace: str, name: str) -> None:
+        await self._call(
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "tuningjobs",
+            name,
+            ok=frozenset({404}),
+        )
+
+    async def patch_status(
+        self, *, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> None:
+        """A JSON merge patch of the status subresource: only the fields given change."""
+        await self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURALS[kind],
+            name,
+            {"status": patch},
+            _content_type=MERGE_PATCH,
+            ok=frozenset({404}),
+        )
+
+    async def termination_message(self, *, namespace: str, job: str) -> str | None:
+        """The runner's last words (its termination message) from the Job's newest failed pod."""
+        response = await self._call(
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=f"job-name={job}",
+            _preload_content=False,
+            ok=frozenset({404}),
+        )
+        if response is None:
+            return None
+        pods = json.loads(response.data).get("items") or []
+        # Filter here too: a server that ignored the selector must not mix up Jobs.
+        pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == job]
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+        for pod in pods:
+            for state in (pod.get("status") or {}).get("containerStatuses") or []:
+                if state.get("name") != RUNNER_CONTAINER:
+                    continue
+                terminated = (state.get("state") or {}).get("terminated") or {}
+                message = (terminated.get("message") or "").strip()
+                if message:
+                    return message
+                if terminated.get("reason") == "OOMKilled":
+                    return "the runner was killed for using more memory than its limit (OOMKilled)"
+        return None
