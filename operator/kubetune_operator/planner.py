@@ -48,6 +48,7 @@ OPERATOR_FIELDS = (
     "stages",
     "startedAt",
     "completedAt",
+    "reproducibility.seed",  # the runner writes the rest of reproducibility
 )
 COMPARISON_FIELDS = (
     *OPERATOR_FIELDS,
@@ -167,9 +168,48 @@ class Decision:
     requeue_after: float | None = None
 
     def status_patch(self, current: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
-        """The merge patch for the owned fields that changed (empty when nothing did)."""
-        patch = {k: self.status.get(k) for k in fields if self.status.get(k) != current.get(k)}
+        """The merge patch of the owned fields that changed (empty when nothing did).
+
+        ``fields`` are dotted paths: "reproducibility.seed" writes that key alone, so the
+        runner's keys beside it are never written back from a stale copy.
+        """
+        patch: dict[str, Any] = {}
+        for path in fields:
+            keys = path.split(".")
+            new, old = _get(self.status, keys), _get(current, keys)
+            if new != old:
+                target = patch
+                for key in keys[:-1]:
+                    target = target.setdefault(key, {})
+                target[keys[-1]] = new
         return patch
+
+
+def _get(data: dict[str, Any], keys: list[str]) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)  # type: ignore[assignment]
+    return data
+
+
+def parse_status(cls: type[Any], status: dict[str, Any] | None) -> Any:
+    """The status as a model; fields that do not validate are dropped rather than crash-looping.
+
+    A status written by another version, or edited by hand, must never stop reconciling.
+    """
+    data = dict(status or {})
+    try:
+        return cls.model_validate(data)
+    except ValueError:
+        kept = {}
+        for key, value in data.items():
+            try:
+                cls.model_validate({key: value})
+            except ValueError:
+                continue
+            kept[key] = value
+        return cls.model_validate(kept)
 
 
 def _dump(model: Any) -> Any:
@@ -231,7 +271,7 @@ def plan_tuning(
     now: datetime,
 ) -> Decision:
     """Reconcile one TuningJob from its spec, its status and the stage Jobs observed."""
-    current = TuningJobStatus.model_validate(status or {})
+    current: TuningJobStatus = parse_status(TuningJobStatus, status)
     st = current.model_copy(deep=True)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     actions: list[Action] = []
@@ -457,10 +497,7 @@ class ChildView:
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ChildView:
-        try:
-            status = TuningJobStatus.model_validate(body.get("status") or {})
-        except ValueError:
-            status = TuningJobStatus()
+        status: TuningJobStatus = parse_status(TuningJobStatus, body.get("status"))
         return cls(
             name=body["metadata"]["name"],
             suspended=bool((body.get("spec") or {}).get("suspend")),
@@ -478,7 +515,7 @@ def plan_comparison(
     now: datetime,
 ) -> Decision:
     """Reconcile one ModelComparison from its spec, status and child TuningJobs."""
-    current = ModelComparisonStatus.model_validate(status or {})
+    current: ModelComparisonStatus = parse_status(ModelComparisonStatus, status)
     st = current.model_copy(deep=True)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     actions: list[Action] = []

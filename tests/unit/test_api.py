@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.conftest import EXAMPLES
 
 from kubetune.api import (
     ModelComparison,
@@ -13,7 +14,6 @@ from kubetune.api import (
     TuningJob,
     load_resource,
 )
-from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.unit
 

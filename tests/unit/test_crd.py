@@ -801,7 +801,7 @@ def test_cel_rules_sit_under_bounded_lists(kind: str) -> None:
                 current = current["items"]
         assert current is node
         assert cardinality <= 2_000, f"{path}: may run {cardinality} times"
-    assert nodes == 5  # Parameter, IntRange, FloatRange, DatasetSpec, and the spec's transition rule
+    assert nodes == 5  # Parameter, IntRange, FloatRange, DatasetSpec, the transition rule
 
 
 # --- (6) names and printer columns --------------------------------------------------------------
