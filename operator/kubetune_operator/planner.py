@@ -332,7 +332,8 @@ def plan_tuning(
         )
         task = StageTask(
             target=ObjectRef(namespace=meta.namespace, name=meta.name, uid=meta.uid),
-            spec=spec,
+            # The resolved seed travels with the task: folds and estimators depend on it.
+            spec=spec.model_copy(update={"search": spec.search.model_copy(update={"seed": seed})}),
             plan=plan,
             planned_total=before.completed + before.failed + planned + later,
             trials_before=before,
@@ -443,6 +444,12 @@ def plan_tuning(
         return finish("Succeeded", "SearchSucceeded", message)
 
     if job.failed_final:
+        report = current.report
+        if report is not None and report.stage == stage.name and report.phase == "Failed":
+            # The runner said why before it exited: the search failed, not the Job.
+            stage.trials, stage.failures = report.trials, list(report.failures)
+            message = report.message or job.failure()
+            return _fail_stage(st, stage, "StageFailed", message, finish, events, stamp)
         return _fail_stage(st, stage, "JobFailed", job.failure(), finish, events, stamp)
 
     # The stage's Job is running (or queued).

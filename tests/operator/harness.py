@@ -26,11 +26,10 @@ What the emulator models (stock kmock 0.8 does none of this; see ``DESIGN.md`` s
   from the stored one gets 409 Conflict (a merge patch or PUT with a stale version; a JSON patch
   that replaces it). A failing JSON-patch ``test`` op (what kopf uses) and other JSON-patch
   errors get 422 Invalid.
-* Patch types: JSON patch, RFC 7386 merge patch, and strategic merge patch treated as a plain
-  merge patch (lists are replaced, never merged by key). A JSON-patch content type with a
-  non-list body gets 400, as in Kubernetes (the ``kubernetes`` 37 client picks
-  ``application/json-patch+json`` by default for ``patch_*`` calls: pass
-  ``_content_type="application/merge-patch+json"`` for dict bodies). Apply patches: 415.
+* Patch types: JSON patch and RFC 7386 merge patch; strategic merge patch on built-in
+  resources is treated as a plain merge patch (lists are replaced, never merged by key) and,
+  as in Kubernetes, gets 415 on custom resources. A JSON patch that is not a list, or a merge
+  patch that is not an object, gets 400. Apply patches (server-side apply) get 415.
 * PUT (replace), unconditional when the body carries no resourceVersion.
 * The ``status`` subresource, for every resource that declares it (our CRDs, Jobs, Pods): writes
   to ``.../NAME/status`` change only ``status``; writes to the main resource keep ``status``
@@ -220,7 +219,9 @@ class _Selectors:
         labels: list[tuple[str, str, str | None]] = []
         for term in filter(None, (t.strip() for t in params.get("labelSelector", "").split(","))):
             if "(" in term or " in " in f" {term} " or " notin " in f" {term} ":
-                raise _error(400, "BadRequest", f"set-based label selectors are not modelled: {term}")
+                raise _error(
+                    400, "BadRequest", f"set-based label selectors are not modelled: {term}"
+                )
             if "!=" in term:
                 key, value = term.split("!=", 1)
                 labels.append(("!=", key.strip(), value.strip()))
@@ -294,7 +295,11 @@ class ApiCall:
         """``group/version/plural`` (``version/plural`` for the core group), or None."""
         if self.plural is None:
             return None
-        return f"{self.group}/{self.version}/{self.plural}" if self.group else f"{self.version}/{self.plural}"
+        return (
+            f"{self.group}/{self.version}/{self.plural}"
+            if self.group
+            else f"{self.version}/{self.plural}"
+        )
 
     @property
     def rbac_resource(self) -> str | None:
@@ -362,6 +367,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     _faults: list[_Fault] = attrs.field(factory=list, init=False)
     _watches: dict[tuple[str, str, str | None], int] = attrs.field(factory=dict, init=False)
     _sync: threading.Lock = attrs.field(factory=threading.Lock, init=False)
+    _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -392,7 +398,8 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         categories: Collection[str] = (),
         verbs: Collection[str] = _ALL_VERBS,
     ) -> None:
-        """Declare a resource for discovery and serving, e.g. a custom resource of a CRD."""
+        """Declare a custom resource (as a CRD would) for discovery and serving."""
+        self._custom.add(kmock.resource(resource))
         self.resources[resource] = kmock.ResourceInfo(
             kind=kind,
             singular=kind.lower(),
@@ -494,7 +501,11 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                 method=str(request.method.value).upper(),
                 path=request.url.path,
                 query=dict(request.params),
-                verb=_verb(str(request.method.value), request.name, request.params),
+                verb=(
+                    _verb(str(request.method.value), request.name, request.params)
+                    if res is not None and res.plural is not None
+                    else str(request.method.value).lower()  # a non-resource URL
+                ),
                 group=res.group if res is not None else None,
                 version=res.version if res is not None else None,
                 plural=res.plural if res is not None else None,
@@ -524,6 +535,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
 
         if call.verb == "watch":
             stream = self._watch(request, call, res, info, namespace)
+            call.status = 200  # the stream stays open; record the status now
             return await kmock.Response(payload=stream)(request)
         if call.verb == "list":
             result = await self._list(request, res, info, namespace)
@@ -692,11 +704,19 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         elif content_type == _JSON_PATCH:
             if not isinstance(data, list):
                 raise _error(400, "BadRequest", "a JSON patch must be a list of operations")
+        elif content_type == _STRATEGIC_PATCH and res in self._custom:
+            raise _error(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported for custom resources; use a merge patch",
+            )
         elif content_type in (_MERGE_PATCH, _STRATEGIC_PATCH):
             if not isinstance(data, dict):
                 raise _error(400, "BadRequest", "a merge patch must be a JSON object")
         else:
-            not_modelled = "server-side apply is not modelled" if content_type in _APPLY_PATCHES else ""
+            not_modelled = (
+                "server-side apply is not modelled" if content_type in _APPLY_PATCHES else ""
+            )
             raise _error(
                 415,
                 "UnsupportedMediaType",
@@ -713,7 +733,9 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                 except jsonpatch.JsonPatchTestFailed as exc:
                     raise _error(422, "Invalid", f"the JSON patch test failed: {exc}") from exc
                 except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
-                    raise _error(422, "Invalid", f"the JSON patch cannot be applied: {exc}") from exc
+                    raise _error(
+                        422, "Invalid", f"the JSON patch cannot be applied: {exc}"
+                    ) from exc
             else:
                 new = merge_patch(old, data)
             if not isinstance(new, dict) or not isinstance(new.get("metadata", {}), dict):
@@ -766,7 +788,9 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                 return await self._commit(res, new, "DELETED")
             return await self._commit(res, new, "MODIFIED")
 
-    async def _delete(self, res: kmock.resource, namespace: str | None, name: str) -> dict[str, Any]:
+    async def _delete(
+        self, res: kmock.resource, namespace: str | None, name: str
+    ) -> dict[str, Any]:
         async with self._lock:
             old = self._live(res, namespace, name)
             meta = old["metadata"]
@@ -853,7 +877,7 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                     try:
                         await asyncio.wait_for(
                             self._log_changed.wait_for(
-                                lambda: self._closing or len(self._log) > cursor
+                                lambda seen=cursor: self._closing or len(self._log) > seen
                             ),
                             timeout=remaining,
                         )
@@ -970,7 +994,7 @@ class MockApiServer:
         emulator = self._emulator_factory()
         self._emulator = emulator
         async with emulator:
-            server = aiohttp.web.Server(emulator, handler_cancellation=True)
+            server = aiohttp.web.Server(emulator, handler_cancellation=True, access_log=None)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=0.5)
             await runner.setup()
             try:
@@ -1153,7 +1177,9 @@ class ApiClient:
     def get(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         return self.request("GET", self.path(resource, name, namespace=namespace))
 
-    def find(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any] | None:
+    def find(
+        self, resource: str, name: str, *, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         """Like :meth:`get`, but None instead of a 404."""
         try:
             return self.get(resource, name, namespace=namespace)
@@ -1212,7 +1238,9 @@ class ApiClient:
     def jobs(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[Any]:
         return self.list(JOBS, namespace=namespace, label_selector=label_selector)
 
-    def events(self, *, namespace: str | None = None, involved_name: str | None = None) -> list[Any]:
+    def events(
+        self, *, namespace: str | None = None, involved_name: str | None = None
+    ) -> list[Any]:
         """Core v1 Events, optionally only those about the object named ``involved_name``."""
         events = self.list(EVENTS, namespace=namespace)
         if involved_name is not None:

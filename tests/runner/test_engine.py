@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.conftest import tuning_job
 
 from kubetune.api import ModelComparison, load_resource
 from kubetune.engine import run_comparison, run_tuning_job
-from tests.conftest import tuning_job
 
 pytestmark = pytest.mark.runner
 

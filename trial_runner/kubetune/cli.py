@@ -27,7 +27,10 @@ class InputError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and getattr(args, "func", None) is not cmd_operator:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     try:
         code: int = args.func(args)
         return code
@@ -78,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a file without fitting anything")
     validate.add_argument("file", type=Path)
     validate.set_defaults(func=cmd_validate)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator (same as python -m kubetune_operator)",
+        add_help=False,
+    )
+    operator.set_defaults(func=cmd_operator)
 
     crds = sub.add_parser("crds", help="write the CustomResourceDefinitions")
     crds.add_argument(
@@ -188,6 +198,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{data.rows} rows x {data.columns} features, objective {prepared.metric}"
     )
     return EXIT_OK
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Hand over to the operator's own entry point (the library never imports the operator)."""
+    argv = [sys.executable, "-m", "kubetune_operator", *getattr(args, "rest", [])]
+    os.execv(sys.executable, argv)
+    return EXIT_INTERNAL  # not reached
 
 
 def cmd_crds(args: argparse.Namespace) -> int:

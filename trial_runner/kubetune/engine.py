@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
@@ -43,7 +43,6 @@ from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_spac
 from kubetune.ranking import ModelOutcome, rank_models, verdict
 from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
 from kubetune.strategies import Candidate, StageSearch
-
 
 
 class Reporter(Protocol):
@@ -205,9 +204,17 @@ class JobRun:
         test_train_ratio: float,
         generation: int | None = None,
         model: str | None = None,
+        only: StagePlan | None = None,
+        warm_start: Sequence[tuple[dict[str, Any], float]] = (),
     ) -> None:
+        """A TuningJob's search; with ``only``, just that one frozen stage (a cluster stage Job).
+
+        ``warm_start`` holds earlier trials (params, score) that a bayesian stage learns from.
+        """
         self.name = name
         self.model = model
+        self.only = only
+        self.warm_start = list(warm_start)
         self.spec = spec
         self.prepared = prepared
         self.metric = prepared.metric
@@ -241,7 +248,10 @@ class JobRun:
     def start(self) -> None:
         self.started_at = now()
         self.phase, self.reason = "Running", "StageRunning"
-        self._start_stage(0, self.original_space)
+        if self.only is not None:
+            self._start_plan(self.only)
+        else:
+            self._start_stage(0, self.original_space)
 
     def can_ask(self) -> bool:
         return self.search is not None and not self.finished and self.search.can_ask()
@@ -277,7 +287,7 @@ class JobRun:
         search, plan = self.search, self.search.plan
         records = [r for r in self.records if r.stage == plan.name]
         best = ranked(records, self.metric)
-        stage = self.stages[plan.index]
+        stage = self.stages[-1]  # the current stage (a frozen one is the only one)
         stage.trials = TrialCounts(
             completed=sum(r.ok for r in records), failed=search.failed, planned=search.planned
         )
@@ -297,7 +307,7 @@ class JobRun:
             self._fail(stage, "AllTrialsFailed", f"all {len(records)} trials failed: {reason}")
         else:
             stage.phase = "Succeeded"
-            if plan.index + 1 < self.stage_count:
+            if plan.index + 1 < self.stage_count and self.only is None:
                 space = refine_space(
                     space=plan.space,
                     original=self.original_space,
@@ -330,7 +340,12 @@ class JobRun:
             seed=self.prepared.seed,
             trial_offset=len(self.records),
         )
-        warm = [(r.params, r.mean(self.metric)) for r in self.records if r.ok]
+        self._start_plan(plan)
+
+    def _start_plan(self, plan: StagePlan) -> None:
+        space = plan.space
+        index = plan.index
+        warm = self.warm_start + [(r.params, r.mean(self.metric)) for r in self.records if r.ok]
         self.search = StageSearch(plan, warm_start=warm)
         self.stages.append(
             StageStatus(
@@ -343,9 +358,13 @@ class JobRun:
             )
         )
         # Later stages count with their budget; a later grid with the current space's size.
-        self._planned_later = sum(
-            planned_trials(plan_stage(search=self.spec.search, index=i, space=space, seed=0))
-            for i in range(index + 1, self.stage_count)
+        self._planned_later = (
+            0
+            if self.only is not None
+            else sum(
+                planned_trials(plan_stage(search=self.spec.search, index=i, space=space, seed=0))
+                for i in range(index + 1, self.stage_count)
+            )
         )
 
     # -- what it reports -------------------------------------------------------------------------

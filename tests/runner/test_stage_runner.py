@@ -1,0 +1,142 @@
+"""The in-cluster stage runner with real fits, reporting to an in-memory status."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune import runner
+from kubetune.api import TuningJobSpec
+from kubetune.api.status import TuningJobStatus
+from kubetune.planning import ObjectRef, StageTask, plan_stage, resolve_space
+
+pytestmark = pytest.mark.runner
+
+RUNNER_FIELDS = {"trials", "progress", "best", "topTrials", "report", "reproducibility"}
+
+
+class MemoryStatus:
+    """Stands in for the API: merge patches applied to one status, each one kept."""
+
+    def __init__(self, status: dict[str, Any] | None = None) -> None:
+        self.status: dict[str, Any] = status or {}
+        self.patches: list[dict[str, Any]] = []
+
+    def get(self) -> dict[str, Any]:
+        return {"metadata": {"name": "job", "uid": "u"}, "status": copy.deepcopy(self.status)}
+
+    def patch(self, status: dict[str, Any]) -> None:
+        self.patches.append(copy.deepcopy(status))
+        _merge(self.status, status)
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+SPEC = TuningJobSpec.model_validate({
+    "estimator": {"name": "LogisticRegression"},
+    "preprocessing": [{"name": "StandardScaler"}],
+    "dataset": {"builtin": "iris"},
+    "parameters": [{"name": "C", "float": {"low": 0.001, "high": 100.0, "log": True}}],
+    "search": {"seed": 3, "stages": [{"method": "random", "trials": 6},
+                                     {"method": "bayesian", "trials": 4}]},
+    "cv": {"folds": 3},
+})
+
+
+def _task(index: int = 0, spec: TuningJobSpec = SPEC, offset: int = 0) -> StageTask:
+    space = resolve_space(estimator=spec.estimator, parameters=spec.parameters)
+    plan = plan_stage(search=spec.search, index=index, space=space, seed=3, trial_offset=offset)
+    return StageTask(target=ObjectRef(namespace="ns", name="job", uid="u"), spec=spec, plan=plan,
+                     planned_total=10)
+
+
+def test_a_stage_reports_progress_and_its_result_in_runner_fields_only() -> None:
+    memory = MemoryStatus({"phase": "Running", "reproducibility": {"seed": 3}})
+    assert runner.run_task(_task(), writer=memory) == runner.EXIT_OK  # type: ignore[arg-type]
+    assert all(set(p) <= RUNNER_FIELDS for p in memory.patches)
+    assert len(memory.patches) >= 2
+    status = TuningJobStatus.model_validate(memory.status)
+    assert status.phase == "Running"  # the operator's field is untouched
+    assert status.reproducibility is not None and status.reproducibility.seed == 3
+    assert status.reproducibility.dataset is not None
+    assert status.reproducibility.dataset.rows == 150
+    report = status.report
+    assert report is not None and report.stage == "s1-random" and report.phase == "Succeeded"
+    assert report.trials.completed == 6 and len(report.top) == 5  # refinement.topK
+    assert status.trials.completed == 6 and status.progress == "6/10"
+    assert status.best is not None and status.best.score == report.best_score
+    assert [t.trial for t in status.top_trials][:1] == [status.best.trial]
+    # running reports came first, the final one last
+    assert memory.patches[0]["report"]["phase"] == "Running"
+    assert memory.patches[-1]["report"]["phase"] == "Succeeded"
+
+
+def test_the_next_stage_keeps_the_earlier_best_and_counts() -> None:
+    memory = MemoryStatus({"reproducibility": {"seed": 3}})
+    runner.run_task(_task(), writer=memory)  # type: ignore[arg-type]
+    first_best = memory.status["best"]
+    task = _task(index=1, offset=6).model_copy(
+        update={"trials_before": TuningJobStatus.model_validate(memory.status).trials})
+    assert runner.run_task(task, writer=memory) == runner.EXIT_OK  # type: ignore[arg-type]
+    status = TuningJobStatus.model_validate(memory.status)
+    assert status.trials.completed == 10 and status.progress == "10/10"
+    assert status.report is not None and status.report.stage == "s2-bayesian"
+    assert status.best is not None and status.best.score >= first_best["score"]
+    assert {t.stage for t in status.top_trials} <= {"s1-random", "s2-bayesian"}
+    numbers = [t.trial for t in status.top_trials]
+    assert len(numbers) == len(set(numbers)) and max(numbers) <= 9
+
+
+def test_bad_input_exits_2_with_one_line_in_the_termination_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "termination-log"
+    monkeypatch.setattr(runner, "TERMINATION_LOG", str(log))
+    spec = SPEC.model_copy(update={"dataset": SPEC.dataset.model_validate(
+        {"file": {"path": "/no/such/train.csv", "target": "y"}})})
+    memory = MemoryStatus()
+    assert runner.run_task(_task(spec=spec), writer=memory) == 2  # type: ignore[arg-type]
+    (line,) = log.read_text().splitlines()
+    assert "spec.dataset.file.path" in line and "/no/such/train.csv" in line
+    assert memory.status["report"]["phase"] == "Failed"
+
+
+def test_a_failed_stage_exits_2_with_the_grouped_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "termination-log"
+    monkeypatch.setattr(runner, "TERMINATION_LOG", str(log))
+    spec = TuningJobSpec.model_validate({
+        "estimator": {"name": "KNeighborsClassifier"}, "dataset": {"builtin": "iris"},
+        "parameters": [{"name": "n_neighbors", "categorical": [400, 500]}],
+        "search": {"method": "grid", "seed": 0}, "cv": {"folds": 3}})
+    memory = MemoryStatus()
+    assert runner.run_task(_task(spec=spec), writer=memory) == 2  # type: ignore[arg-type]
+    assert "all 2 trials failed" in log.read_text()
+    assert memory.status["report"]["phase"] == "Failed"
+    assert "n_neighbors" in memory.status["report"]["message"]
+
+
+def test_main_rejects_a_missing_or_broken_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "termination-log"
+    monkeypatch.setattr(runner, "TERMINATION_LOG", str(log))
+    monkeypatch.delenv(runner.TASK_ENV, raising=False)
+    assert runner.main() == 2
+    assert "KUBETUNE_TASK is not set" in log.read_text()
+    monkeypatch.setenv(runner.TASK_ENV, json.dumps({"plan": {}}))
+    assert runner.main() == 2
+    assert "not a valid stage task" in log.read_text()

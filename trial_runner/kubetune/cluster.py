@@ -1,0 +1,87 @@
+"""The runner's one connection to the Kubernetes API: read its TuningJob, patch its status.
+
+The runner writes only the fields it owns (trials, progress, best, topTrials, report and the
+data part of reproducibility) with JSON merge patches, so the operator's fields are never
+overwritten. Transient errors are retried with backoff; a resource that is gone stops the runner.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kubetune.api.base import GROUP, VERSION
+from kubetune.planning import ObjectRef
+
+MERGE_PATCH = "application/merge-patch+json"
+RETRYABLE = {409, 429, 500, 502, 503, 504}
+PLURALS = {"TuningJob": "tuningjobs", "ModelComparison": "modelcomparisons"}
+
+
+class ResourceGone(Exception):
+    """The TuningJob was deleted: the stage has no one left to report to."""
+
+
+def api_client() -> client.ApiClient:
+    """In a pod, its service account; elsewhere, the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class StatusWriter:
+    """Reads the target resource and merge-patches its status subresource."""
+
+    def __init__(self, *, target: ObjectRef, api: client.ApiClient, attempts: int = 6) -> None:
+        self.target = target
+        self.custom = client.CustomObjectsApi(api)
+        self.plural = PLURALS[target.kind]
+        self.attempts = attempts
+
+    def get(self) -> dict[str, Any]:
+        response = self._retry(
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.target.namespace,
+            self.plural,
+            self.target.name,
+            _preload_content=False,
+        )
+        body: dict[str, Any] = json.loads(response.data)
+        uid = body.get("metadata", {}).get("uid")
+        if self.target.uid and uid and uid != self.target.uid:
+            raise ResourceGone(f"{self.target.name} was deleted and created again")
+        return body
+
+    def patch(self, status: dict[str, Any]) -> None:
+        self._retry(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            self.target.namespace,
+            self.plural,
+            self.target.name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    def _retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        delay = 0.5
+        for attempt in range(self.attempts):
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as error:
+                if error.status == 404:
+                    raise ResourceGone(f"{self.target.kind} {self.target.name} is gone") from None
+                if error.status not in RETRYABLE or attempt == self.attempts - 1:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")
