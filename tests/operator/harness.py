@@ -14,7 +14,7 @@ Plus a small synchronous HTTP client (:class:`ApiClient`) to act as the user or 
 controller, and :func:`wait_for`. Every helper is synchronous, so tests can be plain ``def``
 functions: nothing here needs pytest-asyncio or a particular ``asyncio_mode``.
 
-What the emulator models (stock kmock 0.8 does none of this; see ``DESIGN.md`` section 6):
+What the emulator models (stock kmock 0.8 lacks most of it; see ``DESIGN.md`` section 6):
 
 * ``metadata.resourceVersion`` from one monotonic counter, set on every write and carried by
   watch events; lists carry the current value in ``metadata.resourceVersion``.
@@ -58,9 +58,9 @@ admission, CRD schema validation, CEL, defaulting and pruning; authentication an
 request is allowed; the recorded requests are for replaying against RBAC rules); watch
 bookmarks after the initial events; 410 Gone (the event log is never compacted); chunked
 lists (``limit``/``continue`` are ignored); subresources other than ``status``.
-Writes to resources are served by the emulator directly: kmock's DSL reactions
-(``emulator[...] << ...``) still apply to reads of non-resource paths, but use
-:meth:`KubetuneEmulator.inject_error` to make writes or resource reads fail.
+All resource requests are served by the emulator itself, so kmock's DSL reactions
+(``emulator[...] << ...``) only apply to non-resource paths such as discovery; to make a
+resource request fail, use :meth:`KubetuneEmulator.inject_error` (it changes no state).
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -94,6 +95,7 @@ import jsonpatch
 import jsonpointer
 import kmock
 import kopf
+import kubernetes.client
 import yaml
 
 logger = logging.getLogger(__name__)
@@ -338,9 +340,6 @@ class _Fault:
         )
 
 
-_CLOSED = object()  # a marker for watch streams that the server is shutting down
-
-
 # --------------------------------------------------------------------------------------------
 # The emulator.
 # --------------------------------------------------------------------------------------------
@@ -372,7 +371,9 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._names = random.Random(self.name_seed)
-        self.resources.load_bundled()
+        with warnings.catch_warnings():  # kmock 0.8 uses importlib.resources.read_binary
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.resources.load_bundled()
         for plural, kind, short in (
             ("tuningjobs", "TuningJob", "tj"),
             ("modelcomparisons", "ModelComparison", "mc"),
@@ -532,9 +533,14 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
             request.subresource == "status" and "status" not in info.subresources
         ):
             raise _error(404, "NotFound", f"subresource {request.subresource!r} is not modelled")
+        named_create = call.verb == "create" and request.name
+        unnamed_write = call.verb in ("patch", "update") and not request.name
+        if named_create or unnamed_write:
+            raise _error(405, "MethodNotAllowed", f"{call.method} is not allowed on this URL")
 
         if call.verb == "watch":
-            stream = self._watch(request, call, res, info, namespace)
+            selectors = _Selectors.parse(request.params)  # a 400 now, not an ERROR event later
+            stream = self._watch(request, call, res, info, namespace, selectors)
             call.status = 200  # the stream stays open; record the status now
             return await kmock.Response(payload=stream)(request)
         if call.verb == "list":
@@ -809,10 +815,10 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         res: kmock.resource,
         info: kmock.ResourceInfo,
         namespace: str | None,
+        selectors: _Selectors,
     ) -> AsyncIterator[Any]:
         yield b""  # send the headers now, even if no events come for a while
         params = request.params
-        selectors = _Selectors.parse(params)
         since = params.get("resourceVersion") or "0"
         initial = params.get("sendInitialEvents", "").lower() == "true"
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
@@ -1055,6 +1061,15 @@ class MockApiServer:
 
         return self.call(read)
 
+    def kubernetes_client(self, *, token: str | None = None) -> kubernetes.client.ApiClient:
+        """An in-process ``kubernetes`` client for this server (no kubeconfig file needed)."""
+        configuration = kubernetes.client.Configuration()
+        configuration.host = self.url
+        if token:
+            configuration.api_key = {"BearerToken": token}
+            configuration.api_key_prefix = {"BearerToken": "Bearer"}
+        return kubernetes.client.ApiClient(configuration)
+
     def write_kubeconfig(
         self, path: str | Path, *, token: str | None = None, namespace: str | None = None
     ) -> Path:
@@ -1235,6 +1250,39 @@ class ApiClient:
     def delete(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
         return self.request("DELETE", self.path(resource, name, namespace=namespace))
 
+    def watch(
+        self,
+        resource: str,
+        *,
+        namespace: str | None = None,
+        resource_version: str | None = None,
+        timeout_seconds: float = 5.0,
+        label_selector: str | None = None,
+        send_initial_events: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield watch events (``{"type": ..., "object": ...}``) until the server ends the stream.
+
+        The server ends it after ``timeout_seconds``; breaking out of the loop early is fine.
+        """
+        params = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        if resource_version is not None:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if send_initial_events:
+            params |= {"sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}
+        url = self.url + self.path(resource, namespace=namespace)
+        url += "?" + urllib.parse.urlencode(params)
+        req = urllib.request.Request(url, headers=self.headers)
+        try:
+            rsp = urllib.request.urlopen(req, timeout=timeout_seconds + self.timeout)
+        except urllib.error.HTTPError as exc:
+            raise ApiError(exc.code, json.loads(exc.read().decode() or "null")) from None
+        with rsp:
+            for line in rsp:
+                if line.strip():
+                    yield json.loads(line)
+
     def jobs(self, *, namespace: str | None = None, label_selector: str | None = None) -> list[Any]:
         return self.list(JOBS, namespace=namespace, label_selector=label_selector)
 
@@ -1345,9 +1393,11 @@ def watched_resources(
 class RunningOperator:
     """A real ``kopf.operator()`` in its own thread and event loop, logged in to the mock.
 
-    Every start uses a fresh :class:`kopf.OperatorSettings` (harness defaults, then
-    ``settings_hook``) and a bearer token ``kubetune-operator-<n>`` that labels its requests,
-    so :meth:`calls` can tell this instance (and each restart) from other clients.
+    Every start uses a fresh :class:`kopf.OperatorSettings` (:func:`default_settings`, then
+    ``settings_hook``), the same ``memo`` object, and a new bearer token
+    ``kubetune-operator-<n>`` that labels its requests, so :meth:`calls` can tell this instance
+    (and each restart) from other clients. Timings land in ``start_seconds`` (until ready and
+    watching) and ``stop_seconds``.
     """
 
     def __init__(

@@ -16,7 +16,6 @@ import pytest
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
-
 from tests.operator.harness import (
     JOBS,
     TUNINGJOBS,
@@ -37,21 +36,25 @@ def stage_job_name(name: str) -> str:
     return f"{name}-stage-0"
 
 
+def job(name: str, **labels: str) -> dict[str, Any]:
+    """A minimal valid Job (the kubernetes 37 client validates what it reads)."""
+    container = {"name": "trial", "image": "kubetune:test"}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+    }
+
+
 @kopf.on.create("kubetune.io", "v1alpha1", "tuningjobs", registry=registry)
 async def start_first_stage(
     name: str, namespace: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
     memo.created.append(name)
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": stage_job_name(name), "labels": {"kubetune.io/tuningjob": name}},
-        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": []}}},
-    }
-    kopf.adopt(job, owner=body)
+    child = job(stage_job_name(name), **{"kubetune.io/tuningjob": name})
+    kopf.adopt(child, owner=body)
     batch = k8s_client.BatchV1Api(memo.k8s)
     try:
-        await asyncio.to_thread(batch.create_namespaced_job, namespace, job)
+        await asyncio.to_thread(batch.create_namespaced_job, namespace, child)
     except k8s_client.ApiException as exc:
         if exc.status != 409:  # the deterministic name exists: already done
             raise
@@ -72,14 +75,9 @@ async def clean_up(name: str, memo: kopf.Memo, **_: Any) -> None:
 
 
 @pytest.fixture
-def memo(kube: MockApiServer, tmp_path: Path) -> kopf.Memo:
-    config = kube.write_kubeconfig(tmp_path / "operator-kubeconfig", token=HANDLER_TOKEN)
-    return kopf.Memo(
-        created=[],
-        updated=[],
-        deleted=[],
-        k8s=k8s_config.new_client_from_config(config_file=str(config)),
-    )
+def memo(kube: MockApiServer) -> kopf.Memo:
+    k8s = kube.kubernetes_client(token=HANDLER_TOKEN)
+    return kopf.Memo(created=[], updated=[], deleted=[], k8s=k8s)
 
 
 def tuning_job(name: str, **spec: Any) -> dict[str, Any]:
@@ -218,10 +216,10 @@ def test_delete_honours_finalizers(kube: MockApiServer, api: ApiClient) -> None:
 
 
 def test_watch_resumes_from_resource_version(api: ApiClient, kubeconfig: Path) -> None:
-    api.create(JOBS, {"metadata": {"name": "old", "labels": {"app": "kt"}}, "spec": {}})
-    since = api.create(JOBS, {"metadata": {"name": "other"}, "spec": {}})["metadata"]
+    api.create(JOBS, job("old", app="kt"))
+    since = api.create(JOBS, job("other"))["metadata"]
     api.patch(JOBS, "old", {"status": {"active": 1}}, subresource="status")
-    api.create(JOBS, {"metadata": {"name": "new", "labels": {"app": "kt"}}, "spec": {}})
+    api.create(JOBS, job("new", app="kt"))
 
     batch = k8s_client.BatchV1Api(k8s_config.new_client_from_config(config_file=str(kubeconfig)))
     stream = k8s_watch.Watch().stream(
@@ -233,9 +231,22 @@ def test_watch_resumes_from_resource_version(api: ApiClient, kubeconfig: Path) -
     )
     seen = [(event["type"], event["object"].metadata.name) for event in stream]
     assert seen == [("MODIFIED", "old"), ("ADDED", "new")]  # nothing before `since`
-    assert [job.metadata.name for job in batch.list_namespaced_job(api.namespace).items] == [
+    raw = api.watch(JOBS, resource_version=since["resourceVersion"], timeout_seconds=0.2)
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in raw] == [
+        ("MODIFIED", "old"),
+        ("ADDED", "new"),
+    ]
+    initial = api.watch(JOBS, send_initial_events=True, timeout_seconds=0.2)
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in initial] == [
+        ("ADDED", "old"),
+        ("ADDED", "other"),
+        ("ADDED", "new"),
+        ("BOOKMARK", None),
+    ]
+    batch.delete_namespaced_job("other", api.namespace)
+    assert api.find(JOBS, "other") is None
+    assert [j.metadata.name for j in batch.list_namespaced_job(api.namespace).items] == [
         "old",
-        "other",
         "new",
     ]
     with pytest.raises(ApiError) as set_based:
@@ -244,7 +255,7 @@ def test_watch_resumes_from_resource_version(api: ApiClient, kubeconfig: Path) -
 
 
 def test_kubernetes_client_in_a_subprocess(api: ApiClient, kubeconfig: Path) -> None:
-    api.create(JOBS, {"metadata": {"name": "trial-job"}, "spec": {}})
+    api.create(JOBS, job("trial-job"))
     code = (
         "from kubernetes import client, config\n"
         "config.load_kube_config()\n"
@@ -287,9 +298,9 @@ def test_operator_creates_job_patches_status_and_posts_events(
     with run_operator(kube, registry=registry, memo=memo) as op:
         owner = api.create(TUNINGJOBS, tuning_job("forest"))
         wait_for(lambda: phase_of(api, "forest") == "Running", message="status.phase")
-        job = api.get(JOBS, "forest-stage-0")
-        assert job["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
-        assert api.jobs(label_selector="kubetune.io/tuningjob=forest") == [job]
+        child = api.get(JOBS, "forest-stage-0")
+        assert child["metadata"]["ownerReferences"][0]["uid"] == owner["metadata"]["uid"]
+        assert api.jobs(label_selector="kubetune.io/tuningjob=forest") == [child]
         events = wait_for(lambda: len(ev := api.events(involved_name="forest")) >= 2 and ev)
         assert {e["reason"] for e in events} == {"StageStarted", "Progress"}
         assert len({e["metadata"]["name"] for e in events}) == 2  # generateName at work
@@ -334,7 +345,7 @@ def test_restart_does_not_rerun_create_and_catches_up(
         wait_for(lambda: memo.updated == ["first"], message="the update handler")
         time.sleep(0.2)  # give a wrong re-run of the create handler a chance to show up
         assert memo.created == ["first", "second"]
-        assert {job["metadata"]["name"] for job in api.jobs()} == {
+        assert {j["metadata"]["name"] for j in api.jobs()} == {
             "first-stage-0",
             "second-stage-0",
         }
@@ -358,3 +369,18 @@ def test_operator_deletes_through_its_finalizer(
         assert memo.deleted == ["doomed"]
     versions = [v for v in kube.history(TUNINGJOBS, "doomed") if v is not None]
     assert versions[-1]["metadata"]["deletionTimestamp"]
+
+
+def test_operator_with_initial_streaming_settings(
+    kube: MockApiServer, api: ApiClient, memo: kopf.Memo
+) -> None:
+    api.create(TUNINGJOBS, tuning_job("early"))  # exists before the operator starts
+
+    def streaming(settings: kopf.OperatorSettings) -> None:
+        settings.watching.initial_streaming = True
+
+    with run_operator(kube, registry=registry, memo=memo, settings_hook=streaming) as op:
+        wait_for(lambda: phase_of(api, "early") == "Running")
+        assert memo.created == ["early"]
+        assert not op.calls(verb="list", plural="tuningjobs")  # no LIST: the watch streams
+        assert op.calls(verb="watch")[0].query["sendInitialEvents"] == "true"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import optuna
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
@@ -41,8 +42,17 @@ from kubetune.estimators import allows_nan, clone_with, make_pipeline, param_pro
 from kubetune.executor import Executor, FoldResult, Split
 from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space, resolve_space
 from kubetune.ranking import ModelOutcome, rank_models, verdict
-from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
-from kubetune.strategies import Candidate, StageSearch
+from kubetune.results import (
+    TrialRecord,
+    best_trial,
+    failure_groups,
+    fold_dicts,
+    ranked,
+    record_from_ledger,
+    summary,
+)
+from kubetune.space import decode
+from kubetune.strategies import FOLDS_ATTR, Candidate, StageSearch
 
 
 class Reporter(Protocol):
@@ -206,15 +216,22 @@ class JobRun:
         model: str | None = None,
         only: StagePlan | None = None,
         warm_start: Sequence[tuple[dict[str, Any], float]] = (),
+        storage: optuna.storages.BaseStorage | None = None,
+        after_tell: Callable[[], None] | None = None,
     ) -> None:
         """A TuningJob's search; with ``only``, just that one frozen stage (a cluster stage Job).
 
         ``warm_start`` holds earlier trials (params, score) that a bayesian stage learns from.
+        With ``storage`` (the trial ledger) each stage is an optuna study named after it, and a
+        stage found there already resumes: its finished trials are kept, not run again.
+        ``after_tell`` runs after every finished trial (the ledger's flush).
         """
         self.name = name
         self.model = model
         self.only = only
         self.warm_start = list(warm_start)
+        self.storage = storage
+        self.after_tell = after_tell
         self.spec = spec
         self.prepared = prepared
         self.metric = prepared.metric
@@ -272,7 +289,11 @@ class JobRun:
         )
         # Kept in trial order: completion order depends on worker timing, the trials do not.
         bisect.insort(self.records, record, key=lambda r: r.number)
-        self.search.tell(candidate, record.mean(self.metric) if record.ok else None)
+        self.search.tell(
+            candidate,
+            record.mean(self.metric) if record.ok else None,
+            folds=fold_dicts(record.folds) if self.storage is not None else None,
+        )
         limit = plan.max_failed_trials
         if limit is not None and self.search.failed > limit:
             self.search.stop()
@@ -346,7 +367,22 @@ class JobRun:
         space = plan.space
         index = plan.index
         warm = self.warm_start + [(r.params, r.mean(self.metric)) for r in self.records if r.ok]
-        self.search = StageSearch(plan, warm_start=warm)
+        self.search = StageSearch(
+            plan,
+            warm_start=warm,
+            storage=self.storage,
+            study_name=plan.name if self.storage is not None else None,
+            after_tell=self.after_tell,
+        )
+        for trial in self.search.resumed:
+            record = record_from_ledger(
+                number=plan.trial_offset + trial.number,
+                stage=plan.name,
+                params=decode(plan.space, trial.params),
+                folds=trial.user_attrs[FOLDS_ATTR],
+                model=self.model,
+            )
+            bisect.insort(self.records, record, key=lambda r: r.number)
         self.stages.append(
             StageStatus(
                 name=plan.name,

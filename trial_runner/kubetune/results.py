@@ -144,3 +144,44 @@ def _ranks(means: list[float]) -> list[int]:
         seen += sum(1 for m in means if m == value)
     last = len(means)
     return [position[m] if math.isfinite(m) else last for m in means]
+
+
+def fold_dicts(folds: Sequence[FoldResult]) -> list[dict[str, Any]]:
+    """Fold results as plain data, for the trial ledger."""
+    return [
+        {
+            "fold": f.fold,
+            "scores": f.scores,
+            "fit_time": f.fit_time,
+            "score_time": f.score_time,
+            "error": f.error,
+        }
+        for f in folds
+    ]
+
+
+def record_from_ledger(
+    *,
+    number: int,
+    stage: str,
+    params: dict[str, Any],
+    folds: list[dict[str, Any]],
+    model: str | None = None,
+) -> TrialRecord:
+    """A finished trial as the ledger kept it."""
+    return TrialRecord(
+        number=number,
+        stage=stage,
+        params=params,
+        folds=[
+            FoldResult(
+                fold=f["fold"],
+                scores={k: float(v) for k, v in f["scores"].items()},
+                fit_time=f["fit_time"],
+                score_time=f["score_time"],
+                error=f.get("error"),
+            )
+            for f in folds
+        ],
+        model=model,
+    )

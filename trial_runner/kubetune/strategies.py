@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,19 @@ class Candidate:
     trial: optuna.trial.Trial = field(repr=False)
 
 
+FOLDS_ATTR = "kubetune.folds"
+"""The trial's per-fold results (user attribute), so the full table survives in the ledger."""
+
+
+def random_point(plan: StagePlan, number: int, dists: dict[str, Any]) -> dict[str, Any]:
+    """The random candidate of trial ``number``: drawn from its own seed, not a running stream,
+    so a stage resumed after a pod was killed proposes exactly what it would have."""
+    scratch = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=plan.seed * 100_003 + number)
+    )
+    return dict(scratch.ask(dists).params)
+
+
 def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler:
     if plan.method == "grid":
         # Grid points are enqueued one by one (see GridOrder); the sampler never has to choose.
@@ -87,6 +100,7 @@ class StageSearch:
         storage: optuna.storages.BaseStorage | None = None,
         study_name: str | None = None,
         warm_start: Sequence[tuple[dict[str, Any], float]] = (),
+        after_tell: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
         self.planned = planned_trials(plan)
@@ -98,8 +112,19 @@ class StageSearch:
             direction="maximize",
             load_if_exists=storage is not None,
         )
+        self.after_tell = after_tell
+        existing = self.study.get_trials(deepcopy=False)
+        self.resumed = [
+            t
+            for t in existing
+            if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+            and not t.system_attrs.get("fixed_params_warm_start")
+            and FOLDS_ATTR in t.user_attrs
+        ]
+        # Trials a killed pod left running: evaluated again first, under their own numbers.
+        self._orphans = [t for t in existing if t.state == TrialState.RUNNING]
         self.warm_started = 0
-        if plan.method == "bayesian":
+        if plan.method == "bayesian" and not existing:
             for params, score in warm_start:
                 if contains(plan.space, params) and math.isfinite(score):
                     self.study.add_trial(
@@ -107,14 +132,17 @@ class StageSearch:
                             params={k: to_optuna(params[k]) for k in self._dists},
                             distributions=self._dists,
                             value=score,
+                            system_attrs={"fixed_params_warm_start": True},
                         )
                     )
                     self.warm_started += 1
         self._grid = GridOrder(plan, count=self.planned) if plan.method == "grid" else None
-        self.asked = 0
-        self.told = 0
-        self.failed = 0
+        self.asked = len(self.resumed) + len(self._orphans)
+        self.told = len(self.resumed)
+        self.failed = sum(t.state == TrialState.FAIL for t in self.resumed)
         self._pending = 0
+        self._unasked_orphans = list(self._orphans)
+        self._waiting = any(t.state == TrialState.WAITING for t in existing)
         self._stopped = False
 
     @property
@@ -122,6 +150,8 @@ class StageSearch:
         return self.plan.parallelism if self.plan.method == "bayesian" else self.planned
 
     def can_ask(self) -> bool:
+        if self._unasked_orphans:
+            return True
         if self._stopped or self.asked >= self.planned:
             return False
         if self.plan.method == "bayesian" and self._pending:
@@ -130,10 +160,24 @@ class StageSearch:
         return True
 
     def ask(self) -> Candidate:
+        if self._unasked_orphans:
+            frozen = self._unasked_orphans.pop(0)
+            self._pending += 1
+            return Candidate(
+                number=self.plan.trial_offset + frozen.number,
+                params=decode(self.plan.space, frozen.params),
+                trial=optuna.trial.Trial(self.study, frozen._trial_id),
+            )
         if self.plan.method == "bayesian" and not self._pending:
             self._batch_open = True
-        if self._grid is not None:
+        if self._waiting:
+            self._waiting = False  # a point enqueued before a restart: ask pops it first
+        elif self._grid is not None:
             self.study.enqueue_trial(self._grid[self.asked], skip_if_exists=False)
+        elif self.plan.sampler == "random":
+            self.study.enqueue_trial(
+                random_point(self.plan, self.asked, self._dists), skip_if_exists=False
+            )
         trial = self.study.ask(self._dists)
         number = self.plan.trial_offset + self.asked
         self.asked += 1
@@ -142,15 +186,25 @@ class StageSearch:
             self._batch_open = False
         return Candidate(number=number, params=decode(self.plan.space, trial.params), trial=trial)
 
-    def tell(self, candidate: Candidate, score: float | None) -> None:
-        """Record a candidate's mean objective; None or NaN marks it failed."""
+    def tell(
+        self,
+        candidate: Candidate,
+        score: float | None,
+        *,
+        folds: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Record a candidate's mean objective (None or NaN: failed) and its fold results."""
         self._pending -= 1
         self.told += 1
+        if folds is not None:
+            candidate.trial.set_user_attr(FOLDS_ATTR, folds)
         if score is None or not math.isfinite(score):
             self.failed += 1
             self.study.tell(candidate.trial, state=TrialState.FAIL)
         else:
             self.study.tell(candidate.trial, score)
+        if self.after_tell is not None:
+            self.after_tell()
         if self._pending == 0:
             self._batch_open = True
 
@@ -160,6 +214,10 @@ class StageSearch:
 
     @property
     def done(self) -> bool:
-        return self._pending == 0 and (self._stopped or self.asked >= self.planned)
+        return (
+            self._pending == 0
+            and not self._unasked_orphans
+            and (self._stopped or self.asked >= self.planned)
+        )
 
     _batch_open: bool = True
