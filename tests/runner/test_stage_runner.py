@@ -140,3 +140,22 @@ def test_main_rejects_a_missing_or_broken_task(
     monkeypatch.setenv(runner.TASK_ENV, json.dumps({"plan": {}}))
     assert runner.main() == 2
     assert "not a valid stage task" in log.read_text()
+
+
+def test_the_ledger_keeps_the_full_table_of_every_stage() -> None:
+    from kubetune.ledger import MemoryStore
+    from kubetune.trials import ledger_records
+
+    memory, store = MemoryStatus({"reproducibility": {"seed": 3}}), MemoryStore()
+    assert runner.run_task(_task(), writer=memory, ledger=store) == 0  # type: ignore[arg-type]
+    before = TuningJobStatus.model_validate(memory.status).trials
+    task = _task(index=1, offset=6).model_copy(update={"trials_before": before})
+    assert runner.run_task(task, writer=memory, ledger=store) == 0  # type: ignore[arg-type]
+    records = ledger_records(store=store, tuningjob="job", spec=SPEC)
+    assert [r.number for r in records] == list(range(10))
+    assert [r.stage for r in records] == ["s1-random"] * 6 + ["s2-bayesian"] * 4
+    assert all(len(r.folds) == 3 and r.ok for r in records)
+    best = TuningJobStatus.model_validate(memory.status).best
+    assert best is not None
+    assert records[best.trial].fold_scores("accuracy") == best.fold_scores
+    assert set(store.maps) == {"job-ledger-0"}

@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("file", type=Path)
     validate.set_defaults(func=cmd_validate)
 
+    trials = sub.add_parser(
+        "trials", help="the full trial table of a TuningJob in the cluster (from its ledger)"
+    )
+    trials.add_argument("name", help="the TuningJob")
+    trials.add_argument("-n", "--namespace", help="default: the kubeconfig's namespace")
+    trials.add_argument("--csv", type=Path, help="write every column to this CSV file")
+    trials.set_defaults(func=cmd_trials)
+
     operator = sub.add_parser(
         "operator",
         help="run the Kubernetes operator (same as python -m kubetune_operator)",
@@ -197,6 +205,74 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{args.file}: valid {resource.kind} {resource.metadata.name!r}; "
         f"{data.rows} rows x {data.columns} features, objective {prepared.metric}"
     )
+    return EXIT_OK
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    """Print (or write as CSV) every trial of a TuningJob, read back from its trial ledger."""
+    from kubernetes import config
+    from kubernetes.client.exceptions import ApiException
+
+    from kubetune.api import TuningJobSpec
+    from kubetune.api.catalog import DEFAULT_METRIC, ESTIMATORS
+    from kubetune.cluster import KubeConfigMaps, StatusWriter, api_client
+    from kubetune.output import write_rows
+    from kubetune.planning import ObjectRef
+    from kubetune.report import table
+    from kubetune.results import cv_results_rows
+    from kubetune.trials import ledger_records
+
+    namespace = args.namespace
+    try:
+        api = api_client()
+        if namespace is None:
+            try:
+                _, context = config.list_kube_config_contexts()
+                namespace = context["context"].get("namespace") or "default"
+            except (config.ConfigException, OSError, TypeError):
+                namespace = "default"
+        target = ObjectRef(namespace=namespace, name=args.name)
+        body = StatusWriter(target=target, api=api).get()
+    except config.ConfigException as error:
+        raise InputError([f"no cluster to read from: {error}"]) from None
+    except ApiException as error:
+        raise InputError(
+            [f"cannot read tuningjob {args.name}: {error.status} {error.reason}"]
+        ) from None
+    except Exception as error:
+        if type(error).__name__ == "ResourceGone":
+            raise InputError(
+                [f"tuningjob {args.name} not found in namespace {namespace}"]
+            ) from None
+        raise
+    spec = TuningJobSpec.model_validate(body["spec"])
+    owner = target.model_copy(update={"uid": body["metadata"].get("uid")})
+    records = ledger_records(
+        store=KubeConfigMaps(api=api, owner=owner),
+        tuningjob=args.name,
+        spec=spec,
+        stages=(body.get("status") or {}).get("stages"),
+    )
+    metric = spec.scoring.metric or DEFAULT_METRIC[ESTIMATORS[spec.estimator.name]]
+    metrics = [metric, *[m for m in spec.scoring.additional if m != metric]]
+    rows = cv_results_rows(records, metrics)
+    if args.csv:
+        write_rows(path=args.csv, rows=rows)
+        print(f"{len(rows)} trials written to {args.csv}")
+        return EXIT_OK
+    shown = [
+        (
+            r["trial"],
+            r["stage"],
+            r["state"],
+            r[f"mean_test_{metric}"],
+            r[f"std_test_{metric}"],
+            r[f"rank_test_{metric}"],
+            r["params"],
+        )
+        for r in rows
+    ]
+    print(table(shown, ["trial", "stage", "state", metric, "std", "rank", "params"]))
     return EXIT_OK
 
 

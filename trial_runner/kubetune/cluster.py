@@ -40,7 +40,7 @@ class StatusWriter:
 
     def __init__(self, *, target: ObjectRef, api: client.ApiClient, attempts: int = 6) -> None:
         self.target = target
-        self.custom = client.CustomObjectsApi(api)
+        self.custom: Any = client.CustomObjectsApi(api)
         self.plural = PLURALS[target.kind]
         self.attempts = attempts
 
@@ -85,3 +85,56 @@ class StatusWriter:
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
         raise AssertionError("unreachable")
+
+
+class KubeConfigMaps:
+    """The ledger's ConfigMaps in the cluster, owned by (and deleted with) the TuningJob."""
+
+    def __init__(self, *, api: client.ApiClient, owner: ObjectRef) -> None:
+        self.core: Any = client.CoreV1Api(api)  # raw dicts in and out, not its models
+        self.owner = owner
+
+    def read(self, name: str) -> dict[str, str] | None:
+        try:
+            found = self.core.read_namespaced_config_map(
+                name, self.owner.namespace, _preload_content=False
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        data: dict[str, str] = json.loads(found.data).get("data") or {}
+        return data
+
+    def create(self, name: str, data: dict[str, str]) -> None:
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": self.owner.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "kubetune-runner",
+                "kubetune.io/tuningjob": self.owner.name,
+                "kubetune.io/ledger": "true",
+            },
+        }
+        if self.owner.uid:
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": self.owner.api_version,
+                    "kind": self.owner.kind,
+                    "name": self.owner.name,
+                    "uid": self.owner.uid,
+                    "blockOwnerDeletion": False,
+                }
+            ]
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+        try:
+            self.core.create_namespaced_config_map(self.owner.namespace, body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            self.add(name, data)  # made by an earlier pod that died before it read it back
+
+    def add(self, name: str, data: dict[str, str]) -> None:
+        self.core.patch_namespaced_config_map(
+            name, self.owner.namespace, {"data": data}, _content_type=MERGE_PATCH
+        )

@@ -52,7 +52,7 @@ from kubetune.results import (
     summary,
 )
 from kubetune.space import decode
-from kubetune.strategies import FOLDS_ATTR, Candidate, StageSearch
+from kubetune.strategies import FOLDS_ATTR, NUMBER_ATTR, Candidate, StageSearch
 
 
 class Reporter(Protocol):
@@ -376,7 +376,7 @@ class JobRun:
         )
         for trial in self.search.resumed:
             record = record_from_ledger(
-                number=plan.trial_offset + trial.number,
+                number=trial.user_attrs[NUMBER_ATTR],
                 stage=plan.name,
                 params=decode(plan.space, trial.params),
                 folds=trial.user_attrs[FOLDS_ATTR],

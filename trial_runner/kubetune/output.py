@@ -30,10 +30,14 @@ def write_trials(*, folder: Path, runs: Sequence[JobRun]) -> Path:
     rows: list[dict[str, Any]] = []
     for run in runs:
         rows += cv_results_rows(run.records, run.metrics)
+    return write_rows(path=folder / "trials.csv", rows=rows)
+
+
+def write_rows(*, path: Path, rows: Sequence[dict[str, Any]]) -> Path:
+    """cv_results_ rows as CSV, columns in order of first appearance; NaN left empty."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    path = folder / "trials.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()

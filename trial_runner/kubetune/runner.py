@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from kubetune.api import SpecError, TuningJob
 from kubetune.api.status import (
     TOP_TRIALS,
@@ -28,11 +30,13 @@ from kubetune.api.status import (
     TuningJobStatus,
     now,
 )
-from kubetune.cluster import ResourceGone, StatusWriter, api_client
+from kubetune.cluster import KubeConfigMaps, ResourceGone, StatusWriter, api_client
 from kubetune.engine import JobRun, Prepared, drive, prepare
 from kubetune.executor import Executor
+from kubetune.ledger import ConfigMapJournal, ConfigMapStore, LedgerFull
 from kubetune.planning import StageTask
 from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
+from kubetune.trials import ledger_prefix
 
 EXIT_OK, EXIT_NO_RETRY, EXIT_INTERNAL = 0, 2, 3
 TASK_ENV = "KUBETUNE_TASK"
@@ -145,18 +149,36 @@ def main() -> int:
     except ValueError as error:
         last_words(f"{TASK_ENV} is not a valid stage task: {str(error).splitlines()[0]}")
         return EXIT_NO_RETRY
+    api = api_client()
     try:
-        return run_task(task, writer=StatusWriter(target=task.target, api=api_client()))
+        return run_task(
+            task,
+            writer=StatusWriter(target=task.target, api=api),
+            ledger=KubeConfigMaps(api=api, owner=task.target),
+        )
     except ResourceGone as error:
         last_words(f"stopped: {error}")
+        return EXIT_NO_RETRY
+    except LedgerFull as error:
+        last_words(str(error))
         return EXIT_NO_RETRY
     except Exception as error:  # the pod's last guard: one line, then a retry by the Job
         last_words(f"internal error in the runner: {type(error).__name__}: {error}")
         return EXIT_INTERNAL
 
 
-def run_task(task: StageTask, *, writer: StatusWriter, parallelism: int | None = None) -> int:
-    """Run the task's stage and report it through ``writer``; returns the exit code."""
+def run_task(
+    task: StageTask,
+    *,
+    writer: StatusWriter,
+    ledger: ConfigMapStore | None = None,
+    parallelism: int | None = None,
+) -> int:
+    """Run the task's stage and report it through ``writer``; returns the exit code.
+
+    With a ``ledger`` store the stage's trials are journaled there as they finish, and a stage
+    found there already (its pod was killed) resumes without running a finished trial again.
+    """
     target = task.target
     job = TuningJob.model_validate(
         {
@@ -188,6 +210,9 @@ def run_task(task: StageTask, *, writer: StatusWriter, parallelism: int | None =
     with Executor(
         X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
     ) as executor:
+        journal = (
+            ConfigMapJournal(store=ledger, prefix=ledger_prefix(target.name)) if ledger else None
+        )
         run = JobRun(
             name=target.name,
             spec=task.spec,
@@ -195,6 +220,8 @@ def run_task(task: StageTask, *, writer: StatusWriter, parallelism: int | None =
             test_train_ratio=executor.test_train_ratio,
             only=plan,
             warm_start=warm,
+            storage=optuna.storages.JournalStorage(journal) if journal else None,
+            after_tell=journal.flush if journal else None,
         )
         reporter = StatusReporter(writer=writer, task=task, previous=previous, prepared=prepared)
         drive([run], executor, reporter=reporter)

@@ -54,6 +54,8 @@ class Candidate:
 
 FOLDS_ATTR = "kubetune.folds"
 """The trial's per-fold results (user attribute), so the full table survives in the ledger."""
+NUMBER_ATTR = "kubetune.trial"
+"""The trial's number across stages (optuna's own numbers also count warm-start trials)."""
 
 
 def random_point(plan: StagePlan, number: int, dists: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +124,9 @@ class StageSearch:
             and FOLDS_ATTR in t.user_attrs
         ]
         # Trials a killed pod left running: evaluated again first, under their own numbers.
-        self._orphans = [t for t in existing if t.state == TrialState.RUNNING]
+        self._orphans = [
+            t for t in existing if t.state == TrialState.RUNNING and NUMBER_ATTR in t.user_attrs
+        ]
         self.warm_started = 0
         if plan.method == "bayesian" and not existing:
             for params, score in warm_start:
@@ -164,7 +168,7 @@ class StageSearch:
             frozen = self._unasked_orphans.pop(0)
             self._pending += 1
             return Candidate(
-                number=self.plan.trial_offset + frozen.number,
+                number=frozen.user_attrs[NUMBER_ATTR],
                 params=decode(self.plan.space, frozen.params),
                 trial=optuna.trial.Trial(self.study, frozen._trial_id),
             )
@@ -180,6 +184,7 @@ class StageSearch:
             )
         trial = self.study.ask(self._dists)
         number = self.plan.trial_offset + self.asked
+        trial.set_user_attr(NUMBER_ATTR, number)
         self.asked += 1
         self._pending += 1
         if self.plan.method == "bayesian" and (self.asked - self.told) >= self.batch:
