@@ -46,6 +46,8 @@ from kubetune_operator.planner import (
 TJ = ("kubetune.io", "v1alpha1", "tuningjobs")
 MC = ("kubetune.io", "v1alpha1", "modelcomparisons")
 OWNED = {MANAGED_BY: OPERATOR}
+# kopf fixes a timer's interval when the handler is declared: read it from the environment here.
+RESYNC_SECONDS = OperatorConfig.from_env().resync_seconds
 
 
 @kopf.on.startup()
@@ -152,7 +154,7 @@ async def stage_job_changed(
         await reconcile_tuningjob(body, memo, stage_jobs)
 
 
-@kopf.timer(*TJ, interval=30.0, initial_delay=5.0, idle=None)
+@kopf.timer(*TJ, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def tuningjob_resync(
     body: Any, status: Any, memo: kopf.Memo, stage_jobs: kopf.Index[Any, Any], **_: Any
 ) -> None:
@@ -241,7 +243,7 @@ async def child_changed(
         await reconcile_comparison(body, memo, comparison_children)
 
 
-@kopf.timer(*MC, interval=30.0, initial_delay=5.0, idle=None)
+@kopf.timer(*MC, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def comparison_resync(
     body: Any, status: Any, memo: kopf.Memo, comparison_children: kopf.Index[Any, Any], **_: Any
 ) -> None:
