@@ -68,3 +68,18 @@ class Report:
     def write_markdown(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(self._markdown).rstrip() + "\n", encoding="utf-8")
+
+
+def code_version() -> str:
+    """The kubetune commit the run used, with '+dirty' when trial_runner/ has local edits."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "trial_runner")
+    return commit + ("+dirty" if dirty else "")

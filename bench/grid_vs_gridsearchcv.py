@@ -36,7 +36,7 @@ import yaml
 from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold
 
-from _tables import Report
+from _tables import Report, code_version
 from kubetune.api import load_resource
 from kubetune.engine import make_splits, prepare
 
@@ -203,11 +203,19 @@ def compare(kt: dict[str, Any], sk: dict[str, Any]) -> tuple[float, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each (default 5)")
-    parser.add_argument("--parallelism", type=int, default=2,
-                        help="kubetune parallelism = GridSearchCV n_jobs (default 2)")
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=2,
+        help="kubetune parallelism = GridSearchCV n_jobs (default 2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="search and fold seed (default 0)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed runs of each first, to warm file caches (default 1)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed runs of each first, to warm file caches (default 1)",
+    )
     parser.add_argument("--markdown", type=Path, help="also write the report as markdown here")
     args = parser.parse_args(argv)
 
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = {"C": C_VALUES, "gamma": GAMMA_VALUES}
     config = {"grid": grid, "folds": FOLDS, "seed": args.seed, "n_jobs": args.parallelism}
     script = console_script()
+    version = code_version()
     kt_digest, split_problems = check_splits(document, args.seed)
 
     report.line(
@@ -232,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.line(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average at start {os.getloadavg()[0]:.2f}"
+        f"kubetune at {version}, load average at start {os.getloadavg()[0]:.2f}"
     )
     report.line(
         f"repeats {args.repeats} (alternating, each a fresh process), warm-up {args.warmup}"
@@ -256,30 +265,49 @@ def main(argv: list[str] | None = None) -> int:
             cpus["kubetune"].append(kt_cpu)
             cpus["GridSearchCV"].append(sk_cpu)
             results.append((kt, sk))
-            print(f"  run {i + 1}: kubetune {kt_wall:.2f} s, GridSearchCV {sk_wall:.2f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  run {i + 1}: kubetune {kt_wall:.2f} s, GridSearchCV {sk_wall:.2f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     ratios = [k / s for k, s in zip(walls["kubetune"], walls["GridSearchCV"], strict=True)]
     cpu_ratios = [k / s for k, s in zip(cpus["kubetune"], cpus["GridSearchCV"], strict=True)]
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (i + 1, f"{kw:.2f}", f"{sw:.2f}", f"{r:.3f}", f"{kc:.2f}", f"{sc:.2f}", f"{cr:.3f}")
         for i, (kw, sw, r, kc, sc, cr) in enumerate(
-            zip(walls["kubetune"], walls["GridSearchCV"], ratios,
-                cpus["kubetune"], cpus["GridSearchCV"], cpu_ratios, strict=True)
+            zip(
+                walls["kubetune"],
+                walls["GridSearchCV"],
+                ratios,
+                cpus["kubetune"],
+                cpus["GridSearchCV"],
+                cpu_ratios,
+                strict=True,
+            )
         )
     ]
-    rows.append((
-        "median",
-        f"{statistics.median(walls['kubetune']):.2f}",
-        f"{statistics.median(walls['GridSearchCV']):.2f}",
-        f"{statistics.median(ratios):.3f}",
-        f"{statistics.median(cpus['kubetune']):.2f}",
-        f"{statistics.median(cpus['GridSearchCV']):.2f}",
-        f"{statistics.median(cpu_ratios):.3f}",
-    ))
+    rows.append(
+        (
+            "median",
+            f"{statistics.median(walls['kubetune']):.2f}",
+            f"{statistics.median(walls['GridSearchCV']):.2f}",
+            f"{statistics.median(ratios):.3f}",
+            f"{statistics.median(cpus['kubetune']):.2f}",
+            f"{statistics.median(cpus['GridSearchCV']):.2f}",
+            f"{statistics.median(cpu_ratios):.3f}",
+        )
+    )
     report.table(
-        ["run", "kubetune wall s", "GridSearchCV wall s", "ratio", "kubetune CPU s",
-         "GridSearchCV CPU s", "CPU ratio"],
+        [
+            "run",
+            "kubetune wall s",
+            "GridSearchCV wall s",
+            "ratio",
+            "kubetune CPU s",
+            "GridSearchCV CPU s",
+            "CPU ratio",
+        ],
         rows,
         caption="Whole-process times (CPU = user+sys of the process and its workers)",
     )
@@ -288,10 +316,20 @@ def main(argv: list[str] | None = None) -> int:
     report.table(
         ["", "best C", "best gamma", "best mean accuracy", "fold seed"],
         [
-            ("kubetune", kt["best_params"]["C"], kt["best_params"]["gamma"],
-             f"{kt['best_score']:.6f}", kt["cv_seed"]),
-            ("GridSearchCV", sk["best_params"]["C"], sk["best_params"]["gamma"],
-             f"{sk['best_score']:.6f}", args.seed),
+            (
+                "kubetune",
+                kt["best_params"]["C"],
+                kt["best_params"]["gamma"],
+                f"{kt['best_score']:.6f}",
+                kt["cv_seed"],
+            ),
+            (
+                "GridSearchCV",
+                sk["best_params"]["C"],
+                sk["best_params"]["gamma"],
+                f"{sk['best_score']:.6f}",
+                args.seed,
+            ),
         ],
         caption="Best candidate (last run)",
     )
@@ -322,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         f"target: at most {TARGET_RATIO:.2f} on 2 cores: {verdict}"
     )
     report.line(f"load average at end {os.getloadavg()[0]:.2f}")
+    if code_version() != version:
+        report.line(f"WARNING: kubetune changed during the run ({version} -> {code_version()})")
     if args.markdown:
         report.write_markdown(args.markdown)
     return 0 if not problems else 1

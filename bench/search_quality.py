@@ -47,7 +47,7 @@ from sklearn.model_selection import (
     cross_val_score,
 )
 
-from _tables import Report
+from _tables import Report, code_version
 from kubetune.api import load_resource
 from kubetune.api.catalog import ESTIMATORS
 from kubetune.engine import Prepared, prepare, run_tuning_job
@@ -86,8 +86,10 @@ class Param:
 
     def scipy(self) -> Any:
         if self.kind == "float":
-            return loguniform(self.low, self.high) if self.log else uniform(
-                self.low, self.high - self.low
+            return (
+                loguniform(self.low, self.high)
+                if self.log
+                else uniform(self.low, self.high - self.low)
             )
         low, high = int(self.low), int(self.high)
         if self.step is not None:
@@ -192,8 +194,10 @@ def halving_candidates_for(budget: int, *, n_samples: int, smallest: int) -> int
     """n_candidates whose evaluations over all rungs come closest to the budget."""
     return min(
         range(1, 4 * budget),
-        key=lambda n: (abs(sum(halving_schedule(n, n_samples=n_samples, smallest=smallest))
-                           - budget), n),
+        key=lambda n: (
+            abs(sum(halving_schedule(n, n_samples=n_samples, smallest=smallest)) - budget),
+            n,
+        ),
     )
 
 
@@ -227,8 +231,9 @@ def job_document(task: Task, seed: int, search: dict[str, Any], parallelism: int
     }
 
 
-def kubetune_search(method: str, task: Task, seed: int, budget: int, parallelism: int,
-                    prepared: Prepared) -> Outcome:
+def kubetune_search(
+    method: str, task: Task, seed: int, budget: int, parallelism: int, prepared: Prepared
+) -> Outcome:
     if method == "grid":
         points = grid_points_for(task, budget)
         search: dict[str, Any] = {"method": "grid", "gridPoints": points}
@@ -248,8 +253,9 @@ def kubetune_search(method: str, task: Task, seed: int, budget: int, parallelism
     if method == "grid":
         note = f"gridPoints {search['gridPoints']}: {len(records)} points"
     elif method == "progressive":
-        note = "stages " + "+".join(str(s.trials.completed + s.trials.failed)
-                                    for s in status.stages)
+        note = "stages " + "+".join(
+            str(s.trials.completed + s.trials.failed) for s in status.stages
+        )
     return Outcome(
         score=status.best.score,
         candidates=len(records),
@@ -280,8 +286,15 @@ def release_kubetune_pool() -> None:
         pool.shutdown(wait=True)
 
 
-def sklearn_search(method: str, task: Task, seed: int, budget: int, parallelism: int,
-                   prepared: Prepared, pipeline: Any) -> Outcome:
+def sklearn_search(
+    method: str,
+    task: Task,
+    seed: int,
+    budget: int,
+    parallelism: int,
+    prepared: Prepared,
+    pipeline: Any,
+) -> Outcome:
     release_kubetune_pool()
     X, y = prepared.data.X, prepared.data.y
     space = {f"{MODEL_STEP}__{p.name}": p.scipy() for p in task.params}
@@ -289,31 +302,48 @@ def sklearn_search(method: str, task: Task, seed: int, budget: int, parallelism:
     note = ""
     if method == "RandomizedSearchCV":
         search: Any = RandomizedSearchCV(
-            pipeline, space, n_iter=budget, scoring=task.metric, cv=prepared.splits,
-            n_jobs=parallelism, random_state=seed, refit=False,
+            pipeline,
+            space,
+            n_iter=budget,
+            scoring=task.metric,
+            cv=prepared.splits,
+            n_jobs=parallelism,
+            random_state=seed,
+            refit=False,
         )
         search.fit(X, y)
         candidates = budget
         fits = budget * FOLDS
         score = float(search.best_score_)
     else:
-        n_candidates = halving_candidates_for(budget, n_samples=len(y),
-                                              smallest=smallest_resources(task, y))
+        n_candidates = halving_candidates_for(
+            budget, n_samples=len(y), smallest=smallest_resources(task, y)
+        )
         search = HalvingRandomSearchCV(
-            pipeline, space, n_candidates=n_candidates, factor=HALVING_FACTOR,
-            min_resources="exhaust", scoring=task.metric, cv=splitter(task, seed),
-            n_jobs=parallelism, random_state=seed, refit=False,
+            pipeline,
+            space,
+            n_candidates=n_candidates,
+            factor=HALVING_FACTOR,
+            min_resources="exhaust",
+            scoring=task.metric,
+            cv=splitter(task, seed),
+            n_jobs=parallelism,
+            random_state=seed,
+            refit=False,
         )
         search.fit(X, y)
         candidates = int(sum(search.n_candidates_))
         fits = candidates * FOLDS
-        note = (f"{n_candidates} candidates, rungs {list(search.n_candidates_)} "
-                f"on {list(search.n_resources_)} rows")
+        note = (
+            f"{n_candidates} candidates, rungs {list(search.n_candidates_)} "
+            f"on {list(search.n_resources_)} rows"
+        )
         score = rescore(pipeline, search.best_params_, task, prepared, parallelism)
     wall = time.perf_counter() - start
     params = {k.removeprefix(f"{MODEL_STEP}__"): v for k, v in search.best_params_.items()}
-    return Outcome(score=score, candidates=candidates, fits=fits, wall=wall, params=params,
-                   note=note)
+    return Outcome(
+        score=score, candidates=candidates, fits=fits, wall=wall, params=params, note=note
+    )
 
 
 def smallest_resources(task: Task, y: np.ndarray) -> int:
@@ -322,13 +352,20 @@ def smallest_resources(task: Task, y: np.ndarray) -> int:
     return 2 * FOLDS * classes
 
 
-def rescore(pipeline: Any, params: dict[str, Any], task: Task, prepared: Prepared,
-            parallelism: int) -> float:
+def rescore(
+    pipeline: Any, params: dict[str, Any], task: Task, prepared: Prepared, parallelism: int
+) -> float:
     """The mean score of ``params`` on the shared full-data folds."""
     release_kubetune_pool()
     model = clone(pipeline).set_params(**params)
-    scores = cross_val_score(model, prepared.data.X, prepared.data.y, scoring=task.metric,
-                             cv=prepared.splits, n_jobs=parallelism)
+    scores = cross_val_score(
+        model,
+        prepared.data.X,
+        prepared.data.y,
+        scoring=task.metric,
+        cv=prepared.splits,
+        n_jobs=parallelism,
+    )
     return float(np.mean(scores))
 
 
@@ -345,31 +382,47 @@ def check_folds(task: Task, seed: int, prepared: Prepared) -> None:
         raise RuntimeError(f"{task.name} seed {seed}: kubetune's folds differ from {theirs!r}")
 
 
-def run_task(task: Task, seeds: list[int], budget: int, parallelism: int, methods: list[str],
-             log: Callable[[str], None]) -> dict[str, list[Outcome]]:
+def run_task(
+    task: Task,
+    seeds: list[int],
+    budget: int,
+    parallelism: int,
+    methods: list[str],
+    log: Callable[[str], None],
+) -> dict[str, list[Outcome]]:
     outcomes: dict[str, list[Outcome]] = {m: [] for m in methods}
     for seed in seeds:
         # One prepared job per seed: the same data and folds for every method.
-        base = load_resource(job_document(task, seed, {"method": "random", "trials": budget},
-                                          parallelism))
+        base = load_resource(
+            job_document(task, seed, {"method": "random", "trials": budget}, parallelism)
+        )
         prepared = prepare(base)
         check_folds(task, seed, prepared)
         pipeline = run_pipeline(base, prepared)
         for method in methods:
             if method.startswith("kt-"):
-                outcome = kubetune_search(method.removeprefix("kt-"), task, seed, budget,
-                                          parallelism, prepared)
+                outcome = kubetune_search(
+                    method.removeprefix("kt-"), task, seed, budget, parallelism, prepared
+                )
             else:
-                outcome = sklearn_search(method, task, seed, budget, parallelism, prepared,
-                                         pipeline)
+                outcome = sklearn_search(
+                    method, task, seed, budget, parallelism, prepared, pipeline
+                )
             outcomes[method].append(outcome)
-            log(f"  {task.name} seed {seed} {method}: {outcome.score:.5f} "
-                f"({outcome.candidates} candidates, {outcome.wall:.1f} s) {outcome.note}")
+            log(
+                f"  {task.name} seed {seed} {method}: {outcome.score:.5f} "
+                f"({outcome.candidates} candidates, {outcome.wall:.1f} s) {outcome.note}"
+            )
         # Consistency: scikit-learn scores kubetune's pick exactly as kubetune did.
         if "kt-random" in outcomes:
             picked = outcomes["kt-random"][-1]
-            again = rescore(pipeline, {f"{MODEL_STEP}__{k}": v for k, v in picked.params.items()},
-                            task, prepared, parallelism)
+            again = rescore(
+                pipeline,
+                {f"{MODEL_STEP}__{k}": v for k, v in picked.params.items()},
+                task,
+                prepared,
+                parallelism,
+            )
             if abs(again - picked.score) > 1e-9:
                 raise RuntimeError(
                     f"{task.name} seed {seed}: kubetune scored {picked.score}, "
@@ -391,8 +444,9 @@ def run_pipeline(job: Any, prepared: Prepared) -> Any:
     )
 
 
-def summarise(task: Task, outcomes: dict[str, list[Outcome]], seeds: list[int],
-              report: Report) -> dict[str, float]:
+def summarise(
+    task: Task, outcomes: dict[str, list[Outcome]], seeds: list[int], report: Report
+) -> dict[str, float]:
     methods = list(outcomes)
     scores = np.array([[outcomes[m][i].score for m in methods] for i in range(len(seeds))])
     ranks = np.array([rankdata(-row, method="average") for row in scores])
@@ -408,19 +462,29 @@ def summarise(task: Task, outcomes: dict[str, list[Outcome]], seeds: list[int],
         cands = [o.candidates for o in outcomes[m]]
         std = statistics.stdev(scores[:, j]) if len(seeds) > 1 else 0.0
         mean_ranks[m] = float(ranks[:, j].mean())
-        rows.append((
-            m,
-            f"{statistics.mean(cands):.1f}",
-            f"{statistics.mean(fits):.0f}",
-            f"{scores[:, j].mean():.4f} ± {std:.4f}",
-            f"{mean_ranks[m]:.2f}",
-            f"{regret[:, j].mean():.4f}",
-            f"{normalised[:, j].mean():.2f}",
-            f"{statistics.mean(o.wall for o in outcomes[m]):.1f}",
-        ))
+        rows.append(
+            (
+                m,
+                f"{statistics.mean(cands):.1f}",
+                f"{statistics.mean(fits):.0f}",
+                f"{scores[:, j].mean():.4f} ± {std:.4f}",
+                f"{mean_ranks[m]:.2f}",
+                f"{regret[:, j].mean():.4f}",
+                f"{normalised[:, j].mean():.2f}",
+                f"{statistics.mean(o.wall for o in outcomes[m]):.1f}",
+            )
+        )
     report.table(
-        ["method", "candidates", "fits", f"best {task.metric} mean ± std", "mean rank",
-         "regret", "norm. regret", "wall s"],
+        [
+            "method",
+            "candidates",
+            "fits",
+            f"best {task.metric} mean ± std",
+            "mean rank",
+            "regret",
+            "norm. regret",
+            "wall s",
+        ],
         rows,
         caption=f"{task.name} ({task.dataset}, {task.estimator} over "
         f"{', '.join(p.name for p in task.params)}; {task.metric}; seeds {seeds})",
@@ -434,12 +498,14 @@ def summarise(task: Task, outcomes: dict[str, list[Outcome]], seeds: list[int],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 5; quick 2)")
-    parser.add_argument("--budget", type=int,
-                        help="candidates per search (default 30; quick 12); x folds = fits")
+    parser.add_argument(
+        "--budget", type=int, help="candidates per search (default 30; quick 12); x folds = fits"
+    )
     parser.add_argument("--parallelism", type=int, default=2, help="workers (default 2)")
     parser.add_argument("--quick", action="store_true", help="2 seeds and a budget of 12")
-    parser.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS],
-                        help="only these tasks (default all)")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=[t.name for t in TASKS], help="only these tasks (default all)"
+    )
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="only these methods")
     parser.add_argument("--markdown", type=Path, help="also write the report as markdown here")
     args = parser.parse_args(argv)
@@ -457,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.line(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, scikit-learn "
-        f"{sklearn.__version__}, load average at start {os.getloadavg()[0]:.2f}"
+        f"{sklearn.__version__}, kubetune at {code_version()}, "
+        f"load average at start {os.getloadavg()[0]:.2f}"
     )
     report.line(
         "score = CV score on the shared full-data folds of the configuration each method "
@@ -467,20 +534,34 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     all_ranks: dict[str, dict[str, float]] = {}
     for task in tasks:
-        outcomes = run_task(task, seeds, budget, args.parallelism, methods,
-                            lambda text: print(text, file=sys.stderr, flush=True))
+        outcomes = run_task(
+            task,
+            seeds,
+            budget,
+            args.parallelism,
+            methods,
+            lambda text: print(text, file=sys.stderr, flush=True),
+        )
         all_ranks[task.name] = summarise(task, outcomes, seeds, report)
     if len(tasks) > 1:
         rows = [
-            (m, *(f"{all_ranks[t.name][m]:.2f}" for t in tasks),
-             f"{statistics.mean(all_ranks[t.name][m] for t in tasks):.2f}")
+            (
+                m,
+                *(f"{all_ranks[t.name][m]:.2f}" for t in tasks),
+                f"{statistics.mean(all_ranks[t.name][m] for t in tasks):.2f}",
+            )
             for m in methods
         ]
-        report.table(["method", *(t.name for t in tasks), "all tasks"], rows,
-                     caption="Mean rank per task (1 = best)")
+        report.table(
+            ["method", *(t.name for t in tasks), "all tasks"],
+            rows,
+            caption="Mean rank per task (1 = best)",
+        )
     report.line("")
-    report.line(f"total wall time {time.perf_counter() - started:.0f} s; "
-                f"load average at end {os.getloadavg()[0]:.2f}")
+    report.line(
+        f"total wall time {time.perf_counter() - started:.0f} s; "
+        f"load average at end {os.getloadavg()[0]:.2f}"
+    )
     if args.markdown:
         report.write_markdown(args.markdown)
     return 0

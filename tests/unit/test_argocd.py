@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import yaml
 from lupa import LuaRuntime
+from tests.conftest import EXAMPLES, tuning_job
 
 from kubetune.api import ModelComparison, TuningJobSpec, load_resource
 from kubetune.engine import run_comparison, run_tuning_job
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.planner import JobView, Meta, plan_invalid, plan_tuning
-from tests.conftest import EXAMPLES, tuning_job
 
 ARGOCD = EXAMPLES / "argocd"
 KEY = "resource.customizations.health.kubetune.io_{}"
