@@ -290,7 +290,7 @@ class RunnerSpec(ApiModel):
     """How the cluster runs each stage's Job; the operator's defaults fill what is left out."""
 
     image: str | None = Field(default=None, max_length=512)
-    """The runner image (default: the operator's --runner-image)."""
+    """The runner image (default: the operator's KUBETUNE_RUNNER_IMAGE)."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     """Kubernetes imagePullPolicy."""
     resources: ResourceRequirements | None = None
@@ -300,7 +300,7 @@ class RunnerSpec(ApiModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=32)
     """Kubernetes tolerations of the runner pods."""
     service_account_name: str | None = Field(default=None, max_length=253)
-    """Service account of the runner pods (default: the operator's runner account)."""
+    """Service account of the runner pods (default: the operator's, kubetune-runner)."""
     volumes: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
     """Kubernetes volumes of the runner pods, such as the PersistentVolumeClaim holding data."""
     volume_mounts: list[dict[str, Any]] = Field(default_factory=list, max_length=16)
@@ -367,7 +367,7 @@ def _immutable(required: list[str], optional: list[str], kind: str) -> JsonDict:
     }
 
 
-class TuningJobSpec(_Tuned, _Cluster):
+class TuningJobSpec(_Cluster, _Tuned):
     """Tune one estimator on one dataset."""
 
     model_config = ConfigDict(
