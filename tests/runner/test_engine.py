@@ -211,3 +211,16 @@ def test_categorical_file_data_with_one_hot_encoding(tmp_path: Path) -> None:
     assert status.best is not None and status.best.score > 0.8
     assert status.reproducibility is not None
     assert status.reproducibility.dataset.source == "train.csv"
+
+
+def test_scikit_learn_n_jobs_still_works_after_a_parallel_run() -> None:
+    """The executor uses joblib's own pool: a later n_jobs=2 in the same process must work."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    spec = {**IRIS_LOGREG, "search": {"method": "random", "trials": 2, "seed": 0}}
+    run_tuning_job(tuning_job(spec), parallelism=2)
+    X, y = load_iris(return_X_y=True)
+    scores = cross_val_score(LogisticRegression(max_iter=500), X, y, n_jobs=2)
+    assert len(scores) == 5

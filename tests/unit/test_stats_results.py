@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from kubetune.executor import FoldResult
+from kubetune.fold import FoldResult
 from kubetune.results import TrialRecord, cv_results_rows, failure_groups, ranked
 from kubetune.stats import corrected_interval, corrected_paired_ttest
 

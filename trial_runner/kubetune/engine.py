@@ -38,8 +38,9 @@ from kubetune.api.status import (
     phase_conditions,
 )
 from kubetune.data import DataError, LoadedData, check_dataset, load_dataset
-from kubetune.estimators import allows_nan, clone_with, make_pipeline, param_problems
-from kubetune.executor import Executor, FoldResult, Split
+from kubetune.estimators import allows_nan, make_pipeline, param_problems
+from kubetune.executor import Executor
+from kubetune.fold import FoldResult, Split, clone_with
 from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space, resolve_space
 from kubetune.ranking import ModelOutcome, rank_models, verdict
 from kubetune.results import (

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.pipeline import Pipeline
 
@@ -20,8 +20,7 @@ from kubetune.api.catalog import ESTIMATORS, Task
 from kubetune.api.defaults import default_space
 from kubetune.api.parameters import Parameter
 from kubetune.api.spec import EstimatorSpec, PreprocessingStep
-
-MODEL_STEP = "model"
+from kubetune.fold import MODEL_STEP
 
 
 @dataclass(frozen=True)
@@ -278,11 +277,6 @@ def _constraint_problems(cls: type[BaseEstimator], params: dict[str, Any], where
     except (TypeError, ValueError) as error:
         return [f"{where}: {str(error).splitlines()[0]}"]
     return []
-
-
-def clone_with(pipeline: Pipeline, params: dict[str, Any]) -> Pipeline:
-    """A fresh copy of the pipeline with the tuned parameters set on the estimator."""
-    return clone(pipeline).set_params(**{f"{MODEL_STEP}__{k}": v for k, v in params.items()})
 
 
 def allows_nan(*, estimator: EstimatorSpec) -> bool:

@@ -18,7 +18,7 @@ from kubetune.api.status import (
     Interval,
     TrialSummary,
 )
-from kubetune.executor import FoldResult
+from kubetune.fold import FoldResult
 from kubetune.stats import corrected_interval
 
 

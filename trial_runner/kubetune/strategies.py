@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -61,9 +62,8 @@ NUMBER_ATTR = "kubetune.trial"
 def random_point(plan: StagePlan, number: int, dists: dict[str, Any]) -> dict[str, Any]:
     """The random candidate of trial ``number``: drawn from its own seed, not a running stream,
     so a stage resumed after a pod was killed proposes exactly what it would have."""
-    scratch = optuna.create_study(
-        sampler=optuna.samplers.RandomSampler(seed=plan.seed * 100_003 + number)
-    )
+    seed = int(np.random.SeedSequence([plan.seed, number]).generate_state(1)[0])
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     return dict(scratch.ask(dists).params)
 
 
