@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from tests.conftest import ROOT
 
 from kubetune.apidoc import render
-from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -123,7 +123,8 @@ def build_crds() -> list[dict[str, Any]]:
 
 
 def write_crds(*, output: pathlib.Path) -> list[pathlib.Path]:
-    """Write ``output/kubetune.io_<plural>.yaml`` for each kind and return the paths written."""
+    """Write ``output/kubetune.io_<plural>.yaml`` for each kind and a ``kustomization.yaml``
+    listing them (so ``manifests/`` can include the folder); return the paths written."""
     output.mkdir(parents=True, exist_ok=True)
     paths = []
     for crd in build_crds():
@@ -131,7 +132,14 @@ def write_crds(*, output: pathlib.Path) -> list[pathlib.Path]:
         text = HEADER + yaml.safe_dump(crd, sort_keys=False, allow_unicode=True)
         path.write_text(text, encoding="utf-8")
         paths.append(path)
-    return paths
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [p.name for p in paths],
+    }
+    path = output / "kustomization.yaml"
+    path.write_text(HEADER + yaml.safe_dump(kustomization, sort_keys=False), encoding="utf-8")
+    return [*paths, path]
 
 
 def _crd(kind: _Kind) -> dict[str, Any]:
