@@ -10,7 +10,6 @@ the file or to a YAML field.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import re
 import shutil
@@ -353,15 +352,19 @@ def test_run_output_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 
 def test_crds(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    if importlib.util.find_spec("kubetune.crd") is None:
-        pytest.skip("kubetune.crd is not written yet (a colleague is on it)")
     code, out, err = run_cli(capsys, "crds", "-o", str(tmp_path))
     assert code == cli.EXIT_OK, err
     written = sorted(tmp_path.iterdir())
-    assert len(written) == 2
+    assert len(written) == 3
     assert sorted(out.split()) == sorted(str(p) for p in written)
+    kustomization = yaml.safe_load((tmp_path / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in written if p.name != "kustomization.yaml"
+    )
     plurals = set()
     for path in written:
+        if path.name == "kustomization.yaml":
+            continue
         crd = yaml.safe_load(path.read_text())
         assert crd["kind"] == "CustomResourceDefinition"
         assert crd["spec"]["group"] == "kubetune.io"
