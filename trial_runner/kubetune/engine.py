@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 import platform
 import random
 from collections import deque
@@ -256,6 +257,15 @@ class JobRun:
         self.started_at: str | None = None
         self.completed_at: str | None = None
         self._planned_later = 0
+        self._best: TrialRecord | None = None
+
+    def _add(self, record: TrialRecord) -> None:
+        bisect.insort(self.records, record, key=lambda r: r.number)
+        score = record.mean(self.metric)
+        if record.ok and math.isfinite(score):
+            best = self._best
+            if best is None or (-score, record.number) < (-best.mean(self.metric), best.number):
+                self._best = record
 
     # -- the ask/tell face the driver uses ------------------------------------------------------
 
@@ -289,7 +299,7 @@ class JobRun:
             model=self.model,
         )
         # Kept in trial order: completion order depends on worker timing, the trials do not.
-        bisect.insort(self.records, record, key=lambda r: r.number)
+        self._add(record)
         self.search.tell(
             candidate,
             record.mean(self.metric) if record.ok else None,
@@ -383,7 +393,7 @@ class JobRun:
                 folds=trial.user_attrs[FOLDS_ATTR],
                 model=self.model,
             )
-            bisect.insort(self.records, record, key=lambda r: r.number)
+            self._add(record)
         self.stages.append(
             StageStatus(
                 name=plan.name,
@@ -411,8 +421,8 @@ class JobRun:
         return self.search.plan if self.search else None
 
     def best_record(self) -> TrialRecord | None:
-        best = ranked(self.records, self.metric)
-        return best[0] if best else None
+        """The best trial so far, kept up to date as trials are told (ties: the earlier)."""
+        return self._best
 
     def counts(self) -> TrialCounts:
         completed = sum(r.ok for r in self.records)

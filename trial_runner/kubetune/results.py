@@ -32,6 +32,8 @@ class TrialRecord:
     folds: list[FoldResult]
     model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A record does not change once made: its means are computed once (rankings ask often).
+    _means: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def error(self) -> str | None:
@@ -45,7 +47,10 @@ class TrialRecord:
         return [f.scores[metric] for f in self.folds]
 
     def mean(self, metric: str) -> float:
-        return float(np.mean(self.fold_scores(metric))) if self.ok else math.nan
+        if metric not in self._means:
+            ok = self.ok
+            self._means[metric] = float(np.mean(self.fold_scores(metric))) if ok else math.nan
+        return self._means[metric]
 
     def std(self, metric: str) -> float:
         return float(np.std(self.fold_scores(metric))) if self.ok else math.nan
