@@ -465,3 +465,22 @@ def test_internal_error_is_one_line(
     monkeypatch.setenv("KUBETUNE_DEBUG", "1")
     with pytest.raises(RuntimeError, match="engine exploded"):
         cli.main(["validate", example])
+
+
+def test_crds_also_refresh_the_charts_copies(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    chart = tmp_path / "chart"
+    chart.mkdir()
+    code, _, err = run_cli(capsys, "crds", "-o", str(tmp_path / "crds"), "--chart", str(chart))
+    assert code == cli.EXIT_INPUT
+    assert "is not a Helm chart" in err
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: x\nversion: 0.1.0\n")
+    code, _, err = run_cli(capsys, "crds", "-o", str(tmp_path / "crds"), "--chart", str(chart))
+    assert code == cli.EXIT_OK, err
+    copies = sorted(p.name for p in (chart / "files" / "crds").iterdir())
+    assert copies == ["kubetune.io_modelcomparisons.yaml", "kubetune.io_tuningjobs.yaml"]
+    for name in copies:
+        assert (chart / "files" / "crds" / name).read_text() == (
+            tmp_path / "crds" / name
+        ).read_text()

@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument(
         "-o", "--output", type=Path, default=Path("crds"), help="folder (default: crds)"
     )
+    crds.add_argument(
+        "--chart", type=Path, help="also copy the CRDs into this Helm chart's files/crds"
+    )
     crds.set_defaults(func=cmd_crds)
     return parser
 
@@ -286,8 +289,19 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def cmd_crds(args: argparse.Namespace) -> int:
     from kubetune.crd import write_crds
 
-    for path in write_crds(output=args.output):
+    written = write_crds(output=args.output)
+    for path in written:
         print(path)
+    if args.chart is not None:
+        if not (args.chart / "Chart.yaml").is_file():
+            raise InputError([f"--chart: {args.chart} is not a Helm chart (no Chart.yaml)"])
+        target = args.chart / "files" / "crds"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in written:
+            if path.name.startswith("kubetune.io_"):
+                copy = target / path.name
+                copy.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+                print(copy)
     return EXIT_OK
 
 
