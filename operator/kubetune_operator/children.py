@@ -72,8 +72,9 @@ def stage_job(
     requests: dict[str, Any] = {"cpu": str(task.plan.parallelism), "memory": config.runner_memory}
     limits: dict[str, Any] = {}
     if runner.resources is not None:
-        requests.update(runner.resources.requests)
-        limits.update(runner.resources.limits)
+        # Quantities are strings in the Job API (the client refuses `cpu: 2` as a number).
+        requests.update({k: str(v) for k, v in runner.resources.requests.items()})
+        limits.update({k: str(v) for k, v in runner.resources.limits.items()})
     resources: dict[str, Any] = {"requests": requests}
     if limits:
         resources["limits"] = limits

@@ -2,6 +2,9 @@
 
 Every entry point (create, resume, spec update, a stage Job's event, a runner's report, the
 resync timer) ends in the same reconcile, serialised per resource by a lock in kopf's memo.
+A pass reads its resource afresh under that lock (the body a handler was given may predate
+the status the previous pass wrote), writes the status (so a child's name is recorded before
+the child exists), posts its Events, then creates, suspends or deletes.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -25,7 +29,7 @@ from kubetune_operator.children import (
     OPERATOR,
 )
 from kubetune_operator.config import OperatorConfig
-from kubetune_operator.kube import Kube, Retryable, load_api_client
+from kubetune_operator.kube import Kube, Retryable, backoff, load_api_client
 from kubetune_operator.metrics import Metrics
 from kubetune_operator.planner import (
     COMPARISON_FIELDS,
@@ -63,7 +67,14 @@ async def configure(
         prefix="kubetune.io", key="last-handled-configuration"
     )
     settings.peering.standalone = True  # one replica (the Deployment uses Recreate)
-    settings.posting.enabled = True  # Events only from kopf.info / kopf.warn
+    if config.namespaces and not any(set(n) & set("*?[]!") for n in config.namespaces):
+        # Exact namespaces: nothing to discover, so no cluster-wide list/watch of namespaces
+        # (and no RBAC for it in a namespaced install).
+        settings.scanning.disabled = True
+    # Events only from the planner's decisions, posted with kopf.event (which ignores the
+    # level): kopf.info and kopf.warn obey posting.level like log lines do, so they would be
+    # silenced too.
+    settings.posting.enabled = True
     settings.posting.level = 100  # no Events from log lines
     # Only the Jobs this operator made, filtered by the API server.
     settings.watching.label_selectors["batch", "jobs"] = f"{MANAGED_BY}={OPERATOR}"
@@ -84,6 +95,14 @@ async def configure(
             logger.warning(f"metrics endpoint not started on {config.metrics_port}: {error}")
 
 
+@kopf.on.cleanup()
+async def stop_serving(memo: kopf.Memo, **_: Any) -> None:
+    """Free the metrics port: a restarted operator (or the next one in-process) serves again."""
+    metrics = getattr(memo, "metrics", None)
+    if metrics is not None:
+        metrics.close()
+
+
 @kopf.on.probe(id="api")
 def probe(**_: Any) -> str:
     return "ok"
@@ -98,19 +117,9 @@ def stage_jobs(name: str, namespace: str, labels: Any, body: Any, **_: Any) -> A
     return {(namespace, parent): JobView.from_body(dict(body))} if parent else None
 
 
-@kopf.index(*TJ)
-def tuningjobs(name: str, namespace: str, body: Any, **_: Any) -> Any:
-    return {(namespace, name): dict(body)}
-
-
 @kopf.index(*TJ, labels={LABEL_COMPARISON: kopf.PRESENT})
 def comparison_children(namespace: str, labels: Any, body: Any, **_: Any) -> Any:
     return {(namespace, labels[LABEL_COMPARISON]): ChildView.from_body(dict(body))}
-
-
-@kopf.index(*MC)
-def comparisons(name: str, namespace: str, body: Any, **_: Any) -> Any:
-    return {(namespace, name): dict(body)}
 
 
 # --- TuningJob -----------------------------------------------------------------------------------
@@ -120,9 +129,14 @@ def comparisons(name: str, namespace: str, body: Any, **_: Any) -> Any:
 @kopf.on.resume(*TJ)
 @kopf.on.update(*TJ, field="spec")
 async def tuningjob_changed(
-    body: Any, memo: kopf.Memo, stage_jobs: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    memo: kopf.Memo,
+    stage_jobs: kopf.Index[Any, Any],
+    retry: int = 0,
+    **_: Any,
 ) -> None:
-    await reconcile_tuningjob(dict(body), memo, stage_jobs, permanent_errors=True)
+    await reconcile_tuningjob(name, namespace, memo, stage_jobs, permanent_errors=True, retry=retry)
 
 
 def _report_ended(status: Any, **_: Any) -> bool:
@@ -132,90 +146,104 @@ def _report_ended(status: Any, **_: Any) -> bool:
 
 @kopf.on.event(*TJ, when=_report_ended)
 async def stage_reported(
-    body: Any, type: str | None, memo: kopf.Memo, stage_jobs: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    type: str | None,
+    memo: kopf.Memo,
+    stage_jobs: kopf.Index[Any, Any],
+    **_: Any,
 ) -> None:
     """A runner wrote its stage's final report: the next stage need not wait for the timer."""
     if type != "DELETED":
-        await reconcile_tuningjob(dict(body), memo, stage_jobs)
+        await reconcile_tuningjob(name, namespace, memo, stage_jobs)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
 async def stage_job_changed(
     labels: Any,
     namespace: str,
-    type: str | None,
     memo: kopf.Memo,
-    tuningjobs: kopf.Index[Any, Any],
     stage_jobs: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     parent = labels.get(LABEL_TUNINGJOB)
-    for body in tuningjobs.get((namespace, parent), []):
-        await reconcile_tuningjob(body, memo, stage_jobs)
+    if parent:
+        await reconcile_tuningjob(parent, namespace, memo, stage_jobs)
 
 
 @kopf.timer(*TJ, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def tuningjob_resync(
-    body: Any, status: Any, memo: kopf.Memo, stage_jobs: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    status: Any,
+    memo: kopf.Memo,
+    stage_jobs: kopf.Index[Any, Any],
+    retry: int = 0,
+    **_: Any,
 ) -> None:
     """The safety net for a missed event: reconcile what is not finished."""
     if not is_terminal((status or {}).get("phase")):
-        await reconcile_tuningjob(dict(body), memo, stage_jobs)
+        await reconcile_tuningjob(name, namespace, memo, stage_jobs, retry=retry)
 
 
 @kopf.on.delete(*TJ)
 async def tuningjob_deleted(
-    name: str, namespace: str, memo: kopf.Memo, stage_jobs: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    status: Any,
+    memo: kopf.Memo,
+    stage_jobs: kopf.Index[Any, Any],
+    **_: Any,
 ) -> None:
-    """Stop and remove the stage Jobs now (owner references would, later), then let go."""
-    for job in stage_jobs.get((namespace, name), []):
-        await _kube(memo).delete_job(namespace=namespace, name=job.name)
-    memo.metrics.observe_phase(kind="TuningJob", namespace=namespace, name=name, phase=None)
+    """Stop and remove the stage Jobs now (owner references would, later), then let go.
+
+    Under the resource's lock, so that a pass in flight cannot create a Job after this.
+    """
+    meta = Meta(name=name, namespace=namespace, uid="")
+    async with _lock(memo, "TuningJob", meta):
+        recorded = [s.get("jobName") for s in (status or {}).get("stages") or []]
+        observed = [job.name for job in stage_jobs.get((namespace, name), [])]
+        for job in dict.fromkeys(n for n in [*recorded, *observed] if n):
+            await _kube(memo).delete_job(namespace=namespace, name=job)
+    _forget(memo, "TuningJob", meta)
 
 
 async def reconcile_tuningjob(
-    body: dict[str, Any],
+    name: str,
+    namespace: str,
     memo: kopf.Memo,
     stage_jobs: kopf.Index[Any, Any],
     *,
     permanent_errors: bool = False,
+    retry: int = 0,
 ) -> None:
-    meta = _meta(body)
-    async with _lock(memo, "TuningJob", meta):
-        started = time.perf_counter()
+    async def reconcile(body: dict[str, Any], meta: Meta) -> None:
         try:
-            try:
-                spec = TuningJobSpec.model_validate(body.get("spec") or {})
-            except ValueError as error:
-                await _invalid(body, memo, "TuningJob", meta, error, permanent_errors)
-                return
-            observed = {job.name: job for job in stage_jobs.get((meta.namespace, meta.name), [])}
+            spec = TuningJobSpec.model_validate(body.get("spec") or {})
+        except ValueError as error:
+            await _invalid(body, memo, "TuningJob", meta, error, permanent_errors)
+            return
+        status = dict(body.get("status") or {})
+        observed = {job.name: job for job in stage_jobs.get((meta.namespace, meta.name), [])}
+        if not is_terminal(status.get("phase")):
             failed = [j for j in observed.values() if j.failed_final and not j.termination_message]
             for job in failed:
                 message = await _kube(memo).termination_message(
                     namespace=meta.namespace, job=job.name
                 )
                 observed[job.name] = JobView(**{**job.__dict__, "termination_message": message})
-            decision = plan_tuning(
-                meta=meta,
-                spec=spec,
-                status=dict(body.get("status") or {}),
-                jobs=observed,
-                config=memo.config,
-                new_seed=random.SystemRandom().randrange(2**31),
-                now=datetime.now(UTC),
-            )
-            await _carry_out(body, memo, "TuningJob", meta, decision, OPERATOR_FIELDS)
-        except Retryable as error:
-            memo.metrics.reconcile_errors.labels(kind="TuningJob").inc()
-            raise kopf.TemporaryError(str(error), delay=error.delay) from error
-        except Exception:
-            memo.metrics.reconcile_errors.labels(kind="TuningJob").inc()
-            raise
-        finally:
-            memo.metrics.reconcile_seconds.labels(kind="TuningJob").observe(
-                time.perf_counter() - started
-            )
+        decision = plan_tuning(
+            meta=meta,
+            spec=spec,
+            status=status,
+            jobs=observed,
+            config=memo.config,
+            new_seed=random.SystemRandom().randrange(2**31),
+            now=datetime.now(UTC),
+        )
+        await _carry_out(body, memo, "TuningJob", meta, decision, OPERATOR_FIELDS)
+
+    await _pass(memo, "TuningJob", name, namespace, reconcile, retry=retry)
 
 
 # --- ModelComparison -----------------------------------------------------------------------------
@@ -225,9 +253,16 @@ async def reconcile_tuningjob(
 @kopf.on.resume(*MC)
 @kopf.on.update(*MC, field="spec")
 async def comparison_changed(
-    body: Any, memo: kopf.Memo, comparison_children: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    memo: kopf.Memo,
+    comparison_children: kopf.Index[Any, Any],
+    retry: int = 0,
+    **_: Any,
 ) -> None:
-    await reconcile_comparison(dict(body), memo, comparison_children, permanent_errors=True)
+    await reconcile_comparison(
+        name, namespace, memo, comparison_children, permanent_errors=True, retry=retry
+    )
 
 
 @kopf.on.event(*TJ, labels={LABEL_COMPARISON: kopf.PRESENT})
@@ -235,70 +270,104 @@ async def child_changed(
     labels: Any,
     namespace: str,
     memo: kopf.Memo,
-    comparisons: kopf.Index[Any, Any],
     comparison_children: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    for body in comparisons.get((namespace, labels[LABEL_COMPARISON]), []):
-        await reconcile_comparison(body, memo, comparison_children)
+    await reconcile_comparison(labels[LABEL_COMPARISON], namespace, memo, comparison_children)
 
 
 @kopf.timer(*MC, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def comparison_resync(
-    body: Any, status: Any, memo: kopf.Memo, comparison_children: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    status: Any,
+    memo: kopf.Memo,
+    comparison_children: kopf.Index[Any, Any],
+    retry: int = 0,
+    **_: Any,
 ) -> None:
     if not is_terminal((status or {}).get("phase")):
-        await reconcile_comparison(dict(body), memo, comparison_children)
+        await reconcile_comparison(name, namespace, memo, comparison_children, retry=retry)
 
 
 @kopf.on.delete(*MC)
 async def comparison_deleted(
-    name: str, namespace: str, memo: kopf.Memo, comparison_children: kopf.Index[Any, Any], **_: Any
+    name: str,
+    namespace: str,
+    status: Any,
+    memo: kopf.Memo,
+    comparison_children: kopf.Index[Any, Any],
+    **_: Any,
 ) -> None:
-    for child in comparison_children.get((namespace, name), []):
-        await _kube(memo).delete_tuningjob(namespace=namespace, name=child.name)
-    memo.metrics.observe_phase(kind="ModelComparison", namespace=namespace, name=name, phase=None)
+    meta = Meta(name=name, namespace=namespace, uid="")
+    async with _lock(memo, "ModelComparison", meta):
+        recorded = [r.get("tuningJob") for r in (status or {}).get("ranking") or []]
+        observed = [child.name for child in comparison_children.get((namespace, name), [])]
+        for child in dict.fromkeys(n for n in [*recorded, *observed] if n):
+            await _kube(memo).delete_tuningjob(namespace=namespace, name=child)
+    _forget(memo, "ModelComparison", meta)
 
 
 async def reconcile_comparison(
-    body: dict[str, Any],
+    name: str,
+    namespace: str,
     memo: kopf.Memo,
     comparison_children: kopf.Index[Any, Any],
     *,
     permanent_errors: bool = False,
+    retry: int = 0,
 ) -> None:
-    meta = _meta(body)
-    async with _lock(memo, "ModelComparison", meta):
-        started = time.perf_counter()
+    async def reconcile(body: dict[str, Any], meta: Meta) -> None:
         try:
-            try:
-                spec = ModelComparisonSpec.model_validate(body.get("spec") or {})
-            except ValueError as error:
-                await _invalid(body, memo, "ModelComparison", meta, error, permanent_errors)
-                return
-            children = {c.name: c for c in comparison_children.get((meta.namespace, meta.name), [])}
-            decision = plan_comparison(
-                meta=meta,
-                spec=spec,
-                status=dict(body.get("status") or {}),
-                children=children,
-                new_seed=random.SystemRandom().randrange(2**31),
-                now=datetime.now(UTC),
-            )
-            await _carry_out(body, memo, "ModelComparison", meta, decision, COMPARISON_FIELDS)
-        except Retryable as error:
-            memo.metrics.reconcile_errors.labels(kind="ModelComparison").inc()
-            raise kopf.TemporaryError(str(error), delay=error.delay) from error
-        except Exception:
-            memo.metrics.reconcile_errors.labels(kind="ModelComparison").inc()
-            raise
-        finally:
-            memo.metrics.reconcile_seconds.labels(kind="ModelComparison").observe(
-                time.perf_counter() - started
-            )
+            spec = ModelComparisonSpec.model_validate(body.get("spec") or {})
+        except ValueError as error:
+            await _invalid(body, memo, "ModelComparison", meta, error, permanent_errors)
+            return
+        children = {c.name: c for c in comparison_children.get((meta.namespace, meta.name), [])}
+        decision = plan_comparison(
+            meta=meta,
+            spec=spec,
+            status=dict(body.get("status") or {}),
+            children=children,
+            new_seed=random.SystemRandom().randrange(2**31),
+            now=datetime.now(UTC),
+        )
+        await _carry_out(body, memo, "ModelComparison", meta, decision, COMPARISON_FIELDS)
+
+    await _pass(memo, "ModelComparison", name, namespace, reconcile, retry=retry)
 
 
 # --- shared edges ------------------------------------------------------------------------------
+
+
+async def _pass(
+    memo: kopf.Memo,
+    kind: str,
+    name: str,
+    namespace: str,
+    reconcile: Callable[[dict[str, Any], Meta], Awaitable[None]],
+    *,
+    retry: int,
+) -> None:
+    """One reconcile pass of one resource: locked, on a fresh read, measured and counted."""
+    async with _lock(memo, kind, Meta(name=name, namespace=namespace, uid="")):
+        started = time.perf_counter()
+        try:
+            body = await _kube(memo).get(kind=kind, namespace=namespace, name=name)
+            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                return  # gone, or going: the delete handler has the last word
+            await reconcile(body, _meta(body))
+        except Retryable as error:
+            memo.metrics.reconcile_errors.labels(kind=kind).inc()
+            delay = error.delay if error.delay is not None else backoff(retry)
+            raise kopf.TemporaryError(str(error), delay=delay) from error
+        except kopf.TemporaryError:
+            raise  # a planned wait (the runner's report is on its way), not an error
+        except Exception:
+            memo.metrics.reconcile_errors.labels(kind=kind).inc()
+            raise
+        finally:
+            memo.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
 
 
 def _kube(memo: kopf.Memo) -> Kube:
@@ -319,6 +388,12 @@ def _meta(body: dict[str, Any]) -> Meta:
 def _lock(memo: kopf.Memo, kind: str, meta: Meta) -> asyncio.Lock:
     locks: dict[tuple[str, str, str], asyncio.Lock] = memo.locks
     return locks.setdefault((kind, meta.namespace, meta.name), asyncio.Lock())
+
+
+def _forget(memo: kopf.Memo, kind: str, meta: Meta) -> None:
+    """The resource is gone: drop its lock and its phase from the metrics."""
+    memo.locks.pop((kind, meta.namespace, meta.name), None)
+    memo.metrics.observe_phase(kind=kind, namespace=meta.namespace, name=meta.name, phase=None)
 
 
 async def _invalid(
@@ -348,28 +423,18 @@ async def _carry_out(
     decision: Decision,
     fields: tuple[str, ...],
 ) -> None:
-    """Actions in order, then one status write (only what changed), then Events."""
+    """One status write (only what changed), then Events, then the actions in order.
+
+    Status first: a child's deterministic name is recorded before the child is created, so a
+    pass that dies in between (a crash, a 5xx) is finished by the next one, from status.
+    """
     kube = _kube(memo)
-    for action in decision.actions:
-        if isinstance(action, CreateObject):
-            await kube.create(action.body)
-        elif isinstance(action, SetJobSuspend):
-            await kube.set_job_suspend(
-                namespace=meta.namespace, name=action.name, suspend=action.suspend
-            )
-        elif isinstance(action, SetChildSuspend):
-            await kube.set_child_suspend(
-                namespace=meta.namespace, name=action.name, suspend=action.suspend
-            )
-        elif isinstance(action, DeleteJob):
-            await kube.delete_job(namespace=meta.namespace, name=action.name)
     current = dict(body.get("status") or {})
     patch = decision.status_patch(current, fields)
     if patch:
         await kube.patch_status(kind=kind, namespace=meta.namespace, name=meta.name, patch=patch)
     for event in decision.events:
-        post = kopf.warn if event.type == "Warning" else kopf.info
-        post(cast(Any, body), reason=event.reason, message=event.message)
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     memo.metrics.observe_phase(
         kind=kind, namespace=meta.namespace, name=meta.name, phase=decision.status.get("phase")
     )
@@ -384,6 +449,19 @@ async def _carry_out(
             decision.events,
             stage_trials=sum((s.get("trials") or {}).get("completed", 0) for s in ended),
         )
+    for action in decision.actions:
+        if isinstance(action, CreateObject):
+            await kube.create(action.body)
+        elif isinstance(action, SetJobSuspend):
+            await kube.set_job_suspend(
+                namespace=meta.namespace, name=action.name, suspend=action.suspend
+            )
+        elif isinstance(action, SetChildSuspend):
+            await kube.set_child_suspend(
+                namespace=meta.namespace, name=action.name, suspend=action.suspend
+            )
+        elif isinstance(action, DeleteJob):
+            await kube.delete_job(namespace=meta.namespace, name=action.name)
     if decision.requeue_after:
         raise kopf.TemporaryError(
             "waiting for the runner's final report", delay=decision.requeue_after

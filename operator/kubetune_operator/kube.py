@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from typing import Any
 
 from kubernetes import client, config
@@ -24,19 +25,28 @@ PLURALS = {"TuningJob": "tuningjobs", "ModelComparison": "modelcomparisons"}
 
 
 class Retryable(Exception):
-    """The API server is busy or failing; the same call may work later."""
+    """The API server is busy or failing; the same call may work later.
 
-    def __init__(self, status: int, reason: str, delay: float) -> None:
+    ``delay`` is the server's Retry-After, when it sent one; otherwise the caller backs off.
+    """
+
+    def __init__(self, status: int, reason: str, delay: float | None) -> None:
         super().__init__(f"API answered {status} {reason}")
         self.status, self.delay = status, delay
 
 
-def _retry_delay(error: ApiException) -> float:
+def _retry_after(error: ApiException) -> float | None:
     headers = error.headers or {}
     try:
         return max(1.0, float(headers.get("Retry-After", "")))
     except ValueError:
-        return 5.0
+        return None
+
+
+def backoff(retry: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Exponential backoff for the ``retry``-th retry (0-based), with a little jitter."""
+    delay: float = min(cap, base * 2 ** max(0, retry))
+    return delay * random.uniform(0.8, 1.2)
 
 
 def load_api_client() -> client.ApiClient:
@@ -64,7 +74,7 @@ class Kube:
             if error.status in ok:
                 return None
             if error.status in RETRYABLE:
-                raise Retryable(error.status, str(error.reason), _retry_delay(error)) from error
+                raise Retryable(error.status, str(error.reason), _retry_after(error)) from error
             raise
 
     async def create(self, body: dict[str, Any]) -> None:
@@ -82,6 +92,23 @@ class Kube:
                 body,
                 ok=frozenset({409}),
             )
+
+    async def get(self, *, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The current TuningJob or ModelComparison (None when it is gone).
+
+        Read at the start of every reconcile pass: the body a handler was given may predate
+        the status the previous pass wrote.
+        """
+        result = await self._call(
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURALS[kind],
+            name,
+            ok=frozenset({404}),
+        )
+        return None if result is None else dict(result)
 
     async def set_job_suspend(self, *, namespace: str, name: str, suspend: bool) -> None:
         await self._call(

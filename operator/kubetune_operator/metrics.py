@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from kubetune_operator.planner import Event
 
 PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+KINDS = ("TuningJob", "ModelComparison")
 
 
 class Metrics:
@@ -46,10 +49,24 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        for kind in KINDS:  # every series from the start, at zero, rather than missing
+            self.reconcile_errors.labels(kind=kind)
+            self.reconcile_seconds.labels(kind=kind)
         self._phases: dict[tuple[str, str, str], str] = {}
+        self._server: Any = None
+        self._thread: Any = None
 
     def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+        """Serve ``/metrics`` on ``port`` from a thread of its own, until :meth:`close`."""
+        self.close()
+        self._server, self._thread = start_http_server(port, registry=self.registry)
+
+    def close(self) -> None:
+        """Stop serving (the operator is stopping; a restart may serve again)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def observe_phase(self, *, kind: str, namespace: str, name: str, phase: str | None) -> None:
         """Track one resource's phase (None when it is gone) and refresh the gauge."""
@@ -63,11 +80,16 @@ class Metrics:
             self.resources.labels(kind=kind, phase=p).set(count)
 
     def observe_events(self, events: list[Event], *, stage_trials: int = 0) -> None:
+        """Count a TuningJob pass's stage transitions, and the trials of the stages it ended.
+
+        ``stage_trials`` counts whatever way the stages ended: a failed stage's completed
+        trials were completed too.
+        """
         for event in events:
             if event.reason in ("Started", "StageStarted"):
                 self.stages_started.inc()
             if event.reason in ("StageStarted", "Succeeded"):
                 self.stages_succeeded.inc()
-                self.trials_completed.inc(stage_trials)
             if event.reason == "Failed":
                 self.stages_failed.inc()
+        self.trials_completed.inc(stage_trials)

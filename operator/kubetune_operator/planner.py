@@ -289,6 +289,12 @@ def plan_tuning(
         )
         return Decision(status=_dump(st), actions=actions, events=events, requeue_after=requeue)
 
+    def suspended(message: str) -> Decision:
+        # One Event per suspension: on the change of phase, not on every pass that sees it.
+        if current.phase != "Suspended":
+            events.append(Event("Normal", "Suspended", message))
+        return finish("Suspended", "Suspended", message)
+
     if is_terminal(current.phase):
         # Finished for good; a later budget or suspend edit only moves observedGeneration.
         reason = next(
@@ -361,7 +367,7 @@ def plan_tuning(
 
     if not st.stages:
         if spec.suspend:
-            return finish("Suspended", "Suspended", "suspended before the first stage")
+            return suspended("suspended before the first stage")
         st.started_at = stamp
         start_stage(0, original)
         stage = st.stages[0]
@@ -384,7 +390,7 @@ def plan_tuning(
         # it again from the recorded space; a Job that does exist answers 409, which is fine.
         actions.append(stage_job_action(index, list(stage.space))[1])
         if spec.suspend:
-            return finish("Suspended", "Suspended", f"suspended in {stage.name}")
+            return suspended(f"suspended in {stage.name}")
         return finish("Running", "StageRunning", f"running {stage.name}")
 
     if job.complete:
@@ -403,7 +409,8 @@ def plan_tuning(
         stage.trials = report.trials
         stage.best_score = report.best_score
         stage.failures = list(report.failures)
-        stage.completed_at = stamp
+        # Kept once set: a stage that ended while suspended is seen again on every pass.
+        stage.completed_at = stage.completed_at or stamp
         if report.phase == "Failed":
             return _fail_stage(
                 st,
@@ -417,9 +424,7 @@ def plan_tuning(
         stage.phase = "Succeeded"
         if index + 1 < len(stages):
             if spec.suspend:
-                return finish(
-                    "Suspended", "Suspended", f"suspended after {stage.name}; the next stage waits"
-                )
+                return suspended(f"suspended after {stage.name}; the next stage waits")
             space = refine_space(
                 space=list(stage.space),
                 original=original,
@@ -453,13 +458,18 @@ def plan_tuning(
         return _fail_stage(st, stage, "JobFailed", job.failure(), finish, events, stamp)
 
     # The stage's Job is running (or queued).
+    # Actions follow what is observed (idempotent, so a stale view only repeats one); Events
+    # follow the change of phase, so they are never repeated.
     if spec.suspend:
         if not job.suspended:
             actions.append(SetJobSuspend(job.name, True))
-            events.append(Event("Normal", "Suspended", f"suspended {stage.name}"))
-        return finish("Suspended", "Suspended", f"suspended in {stage.name}")
-    if job.suspended and current.phase == "Suspended" and not spec.queue_name:
+        return suspended(f"suspended in {stage.name}")
+    # Unsuspend whatever is suspended without a queue: the operator suspended it (status is
+    # written before the Job is touched, so phase may already say Running after a failed
+    # attempt). A queued Job waits for Kueue to admit it.
+    if job.suspended and not spec.queue_name:
         actions.append(SetJobSuspend(job.name, False))
+    if current.phase == "Suspended":
         events.append(Event("Normal", "Resumed", f"resumed {stage.name}"))
     return finish("Running", "StageRunning", f"running {stage.name}")
 

@@ -6,9 +6,12 @@ Three pieces, each usable on its own:
   a kube-apiserver for kopf, our operator and the ``kubernetes`` Python client.
 * :class:`MockApiServer`: serves one emulator over real HTTP on ``127.0.0.1`` from its own thread
   and event loop, so in-process tests, the operator thread and subprocesses (through
-  :meth:`MockApiServer.write_kubeconfig`) all reach the same state. It records every request.
+  :meth:`MockApiServer.write_kubeconfig`) all reach the same state. It records every request
+  (:class:`ApiCall`: who, verb, resource, status, JSON body and arrival time).
 * :func:`run_operator` / :class:`RunningOperator`: the real ``kopf.operator()`` in its own thread
-  and event loop, logged in to the mock, with a clean, fast stop and a restart helper.
+  and event loop, logged in to the mock, with a clean, fast stop (timer and daemon tasks that
+  kopf spawned too late to stop itself are cancelled after :data:`HUNG_RUNNER_GRACE` instead
+  of holding kopf's fixed 5-second wait) and a restart helper.
 
 Plus a small synchronous HTTP client (:class:`ApiClient`) to act as the user or as the Job
 controller, and :func:`wait_for`. Every helper is synchronous, so tests can be plain ``def``
@@ -286,6 +289,10 @@ class ApiCall:
     user_agent: str
     content_type: str
     status: int | None = None  # None while a watch stream is still open
+    body: Any = None
+    """The request's JSON body (creates, updates, patches, deletes), as sent; else None."""
+    at: float = 0.0
+    """When it arrived (``time.monotonic()`` of the test process)."""
 
     @property
     def is_resource(self) -> bool:
@@ -456,6 +463,11 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
         with self._sync:
             self._faults.append(fault)
 
+    def clear_errors(self) -> None:
+        """Forget every injected error not yet used up. Thread-safe."""
+        with self._sync:
+            self._faults.clear()
+
     async def close_watches(self) -> None:
         """End every open and future watch stream (used when the server stops)."""
         async with self._log_changed:
@@ -516,6 +528,13 @@ class KubetuneEmulator(kmock.KubernetesEmulator):
                 actor=_actor(user_agent, token),
                 user_agent=user_agent,
                 content_type=_header(request.headers, "Content-Type").split(";")[0].strip(),
+                at=time.monotonic(),
+                body=(
+                    copy.deepcopy(request.data)
+                    if str(request.method.value).upper() in ("POST", "PUT", "PATCH", "DELETE")
+                    and isinstance(request.data, (dict, list))
+                    else None
+                ),
             )
             self._calls.append(call)
         return call
@@ -1328,6 +1347,10 @@ _CONNECTION: contextvars.ContextVar[kopf.ConnectionInfo] = contextvars.ContextVa
     "kubetune_harness_connection"
 )
 _LOGIN_ID = "kubetune-test-harness-login"
+KOPF_RUNNER_TASK = "runner of "
+"""How kopf names the task of a daemon or timer (``kopf._core.engines.daemons``)."""
+HUNG_RUNNER_GRACE = 0.6
+"""Seconds a stopping operator gets before its leftover daemon and timer tasks are cancelled."""
 _REGISTRIES_WITH_LOGIN: weakref.WeakSet[kopf.OperatorRegistry] = weakref.WeakSet()
 _instances = itertools.count(1)
 
@@ -1409,8 +1432,10 @@ class RunningOperator:
         settings_hook: Callable[[kopf.OperatorSettings], None] | None = None,
         memo: Any = None,
         wait_watching: bool = True,
+        liveness_endpoint: str | None = None,
     ) -> None:
         self.server = server
+        self.liveness_endpoint = liveness_endpoint
         self.registry = registry
         self.namespaces = list(namespaces)
         self.settings_hook = settings_hook
@@ -1457,16 +1482,32 @@ class RunningOperator:
         if self._thread is None:
             return
         started = time.perf_counter()
-        if self._loop is not None and self._stop_flag is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed in between
-                self._loop.call_soon_threadsafe(self._stop_flag.set)
-        self._thread.join(timeout)
+        self._in_loop(lambda: self._stop_flag.set() if self._stop_flag is not None else None)
+        self._thread.join(min(timeout, HUNG_RUNNER_GRACE))
+        if self._thread.is_alive():
+            # kopf stops daemons and timers once, early in its shutdown; one spawned later (an
+            # object that appeared while stopping) would hold kopf's hung-task wait for 5 s.
+            self._in_loop(self._cancel_runners)
+            self._thread.join(max(0.0, timeout - HUNG_RUNNER_GRACE))
         if self._thread.is_alive():
             raise TimeoutError("the operator did not stop in time")
         self._thread = None
         self.stop_seconds.append(time.perf_counter() - started)
         if self.error is not None:
             raise RuntimeError("the operator crashed") from self.error
+
+    def _in_loop(self, callback: Callable[[], object]) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                self._loop.call_soon_threadsafe(callback)
+
+    def _cancel_runners(self) -> None:
+        """Cancel kopf's daemon and timer runners (called in the operator's loop)."""
+        if self._loop is None:
+            return
+        for task in asyncio.all_tasks(self._loop):
+            if task.get_name().startswith(KOPF_RUNNER_TASK):
+                task.cancel()
 
     def restart(self, timeout: float = 10.0) -> RunningOperator:
         """Stop, then start again against the same mock state (a pod restart)."""
@@ -1527,6 +1568,7 @@ class RunningOperator:
             memo=self.memo,
             stop_flag=self._stop_flag,
             ready_flag=self._ready,
+            liveness_endpoint=self.liveness_endpoint,
         )
 
 
@@ -1540,6 +1582,7 @@ def run_operator(
     settings_hook: Callable[[kopf.OperatorSettings], None] | None = None,
     memo: Any = None,
     wait_watching: bool = True,
+    liveness_endpoint: str | None = None,
     timeout: float = 10.0,
 ) -> Iterator[RunningOperator]:
     """Run a real kopf operator against ``server`` for the duration of the ``with`` block.
@@ -1547,8 +1590,10 @@ def run_operator(
     Handlers come from ``registry``, or from kopf's default registry after importing
     ``module`` (a module that registers its handlers with plain ``@kopf.on...``). The harness
     adds a login handler to that registry (once); it must have no other login handlers.
-    ``namespaces`` defaults to the server's namespace. On entry the operator is ready and, with
-    ``wait_watching``, has its watches open; on exit it is stopped (and a crash re-raised).
+    ``namespaces`` defaults to the server's namespace; ``liveness_endpoint`` (such as
+    ``http://127.0.0.1:PORT/healthz``) serves kopf's probes. On entry the operator is ready
+    and, with ``wait_watching``, has its watches open; on exit it is stopped (and a crash
+    re-raised).
     """
     if registry is not None and module is not None:
         raise TypeError("pass either registry= or module=, not both")
@@ -1563,6 +1608,7 @@ def run_operator(
         settings_hook=settings_hook,
         memo=memo,
         wait_watching=wait_watching,
+        liveness_endpoint=liveness_endpoint,
     )
     operator.start(timeout=timeout)
     try:
