@@ -67,9 +67,10 @@ async def configure(
         prefix="kubetune.io", key="last-handled-configuration"
     )
     settings.peering.standalone = True  # one replica (the Deployment uses Recreate)
-    if config.namespaces and not any(set(n) & set("*?[]!") for n in config.namespaces):
-        # Exact namespaces: nothing to discover, so no cluster-wide list/watch of namespaces
-        # (and no RBAC for it in a namespaced install).
+    # No watching of CustomResourceDefinitions or namespaces (and no RBAC for them): the CRDs
+    # are installed before the operator starts, and the namespaces are the configured ones.
+    # Only namespace patterns (such as ml-*) need kopf to discover namespaces.
+    if not any(set(n) & set("*?[]!") for n in config.namespaces):
         settings.scanning.disabled = True
     # Events only from the planner's decisions, posted with kopf.event (which ignores the
     # level): kopf.info and kopf.warn obey posting.level like log lines do, so they would be
