@@ -584,3 +584,19 @@ def test_a_malformed_status_is_survived_not_crash_looped() -> None:
     d = plan(tj(), broken, [running("forest-s1-grid")])
     assert d.status["phase"] == "Running"
     assert d.status["stages"] == first.status["stages"]
+
+
+def test_a_suspended_job_is_unsuspended_even_if_status_already_says_running() -> None:
+    """Status is written before actions: a failed unsuspend leaves phase Running, job suspended."""
+    status = plan(tj(), {}).status
+    d = plan(tj(), status, [JobView(name="forest-s1-grid", suspended=True)])
+    assert d.actions == [SetJobSuspend("forest-s1-grid", False)]
+
+
+def test_suspended_between_stages_writes_nothing_on_later_passes() -> None:
+    status = {**plan(tj(), {}).status, "report": report("s1-grid")}
+    done = JobView(name="forest-s1-grid", succeeded=1, complete=True)
+    first = plan(tj(suspend=True), status, [done])
+    again = plan(tj(suspend=True), first.status, [done], now=NOW + timedelta(minutes=5))
+    assert again.status_patch(first.status, OPERATOR_FIELDS) == {}
+    assert again.events == []
