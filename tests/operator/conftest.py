@@ -28,6 +28,7 @@ os.environ.setdefault("KUBETUNE_RESYNC_SECONDS", "1")
 
 import kopf
 import pytest
+from tests import rbac
 from tests.operator.actors import API_TOKEN, OPERATOR_ACTOR, World, operator_config, spec_writes
 from tests.operator.harness import ApiCall, ApiClient, MockApiServer, run_operator
 
@@ -52,10 +53,29 @@ def kube(request: pytest.FixtureRequest) -> Iterator[MockApiServer]:
             yield server
         finally:
             test = request.node.nodeid
-            RECORDED_CALLS.extend(
+            calls = [
                 {**{k: v for k, v in call.items() if k != "body"}, "test": test}
                 for call in server.call_dicts()
-            )
+            ]
+            RECORDED_CALLS.extend(calls)
+            if "test_harness.py" not in test:  # its throwaway operator is not ours
+                _check_rbac([c for c in calls if c["actor"].startswith(OPERATOR_ACTOR)])
+
+
+@pytest.fixture(scope="session")
+def recorded_calls() -> list[dict[str, Any]]:
+    """The session's recording (pytest loads this file as its own module: import gets a copy)."""
+    return RECORDED_CALLS
+
+
+def _check_rbac(calls: list[dict[str, Any]]) -> None:
+    """Every request the operator made must be allowed by the manifests' and the chart's RBAC."""
+    for source, roles in (
+        ("manifests/base", rbac.manifest_roles()),
+        ("charts/kubetune", rbac.chart_roles()),
+    ):
+        refused = rbac.denied(calls, roles[rbac.OPERATOR_ROLE])
+        assert not refused, f"{source} does not allow what the operator did: {refused}"
 
 
 @pytest.fixture
