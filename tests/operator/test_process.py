@@ -144,8 +144,11 @@ def test_metrics_and_liveness_endpoints_are_served_and_survive_a_restart(
     world.create(tuningjob("forest", SPEC))
     world.wait_phase("forest", "Running")
 
-    text = wait_for(lambda: fetch(f"http://127.0.0.1:{metrics_port}/metrics"))
-    assert 'kubetune_resources{kind="TuningJob",phase="Running"} 1.0' in text
+    # The gauge moves right after the status write that wait_phase saw: wait for it too.
+    running = 'kubetune_resources{kind="TuningJob",phase="Running"} 1.0'
+    text = wait_for(
+        lambda: (t := fetch(f"http://127.0.0.1:{metrics_port}/metrics")) if running in t else None
+    )
     for name in (
         "kubetune_stages_started_total",
         "kubetune_stages_succeeded_total",
