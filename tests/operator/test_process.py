@@ -146,9 +146,12 @@ def test_metrics_and_liveness_endpoints_are_served_and_survive_a_restart(
 
     # The gauge moves right after the status write that wait_phase saw: wait for it too.
     running = 'kubetune_resources{kind="TuningJob",phase="Running"} 1.0'
-    text = wait_for(
-        lambda: (t := fetch(f"http://127.0.0.1:{metrics_port}/metrics")) if running in t else None
-    )
+
+    def metrics_with_running() -> str | None:
+        text = fetch(f"http://127.0.0.1:{metrics_port}/metrics")
+        return text if running in text else None
+
+    text = wait_for(metrics_with_running)
     for name in (
         "kubetune_stages_started_total",
         "kubetune_stages_succeeded_total",
