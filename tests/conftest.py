@@ -15,8 +15,12 @@ EXAMPLES = ROOT / "examples"
 
 def tuning_job(spec: dict[str, Any], name: str = "test") -> TuningJob:
     job = load_resource(
-        {"apiVersion": "kubetune.io/v1alpha1", "kind": "TuningJob",
-         "metadata": {"name": name}, "spec": spec}
+        {
+            "apiVersion": "kubetune.io/v1alpha1",
+            "kind": "TuningJob",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
     )
     assert isinstance(job, TuningJob)
     return job

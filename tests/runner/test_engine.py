@@ -30,9 +30,18 @@ def _trials(result: Any) -> list[tuple[int, str, str, float]]:
 
 
 def test_progressive_search_narrows_and_reports_evidence() -> None:
-    spec = {**IRIS_LOGREG, "search": {"seed": 1, "stages": [
-        {"method": "grid", "gridPoints": 4}, {"method": "random", "trials": 6},
-        {"method": "bayesian", "trials": 6}], "refinement": {"factor": 0.3, "topK": 1}}}
+    spec = {
+        **IRIS_LOGREG,
+        "search": {
+            "seed": 1,
+            "stages": [
+                {"method": "grid", "gridPoints": 4},
+                {"method": "random", "trials": 6},
+                {"method": "bayesian", "trials": 6},
+            ],
+            "refinement": {"factor": 0.3, "topK": 1},
+        },
+    }
     result = run_tuning_job(tuning_job(spec))
     status = result.status
     assert status.phase == "Succeeded"
@@ -56,7 +65,11 @@ def test_progressive_search_narrows_and_reports_evidence() -> None:
     assert set(best.metrics) == {"f1_macro"}
     assert status.top_trials[0].trial == best.trial and len(status.top_trials) == 10
     assert {c.type: c.status for c in status.conditions} == {
-        "Running": "False", "Succeeded": "True", "Failed": "False", "Suspended": "False"}
+        "Running": "False",
+        "Succeeded": "True",
+        "Failed": "False",
+        "Suspended": "False",
+    }
     repro = status.reproducibility
     assert repro is not None and repro.seed == 1 and repro.cv.splitter == "StratifiedKFold"
     assert repro.dataset.rows == 150 and repro.dataset.fingerprint.startswith("sha256:")
@@ -64,13 +77,16 @@ def test_progressive_search_narrows_and_reports_evidence() -> None:
 
 
 def test_same_seed_same_trials_whatever_the_parallelism() -> None:
-    spec = {**IRIS_LOGREG, "search": {"method": "bayesian", "trials": 8, "seed": 5,
-                                      "parallelism": 2}}
+    spec = {
+        **IRIS_LOGREG,
+        "search": {"method": "bayesian", "trials": 8, "seed": 5, "parallelism": 2},
+    }
     one = run_tuning_job(tuning_job(spec), parallelism=1)
     two = run_tuning_job(tuning_job(spec), parallelism=2)
     assert _trials(one) == _trials(two)
-    other = run_tuning_job(tuning_job({**spec, "search": {**spec["search"], "seed": 6}}),
-                           parallelism=1)
+    other = run_tuning_job(
+        tuning_job({**spec, "search": {**spec["search"], "seed": 6}}), parallelism=1
+    )
     assert _trials(other) != _trials(one)
 
 
@@ -106,9 +122,11 @@ def test_a_failing_fit_is_a_failed_trial_not_a_failed_search() -> None:
 
 
 def test_too_many_failures_fail_the_stage_with_the_reason() -> None:
-    spec = {**KNN_SOME_FAIL,
-            "parameters": [{"name": "n_neighbors", "int": {"low": 200, "high": 600}}],
-            "search": {"method": "random", "trials": 20, "seed": 0, "maxFailedTrials": 2}}
+    spec = {
+        **KNN_SOME_FAIL,
+        "parameters": [{"name": "n_neighbors", "int": {"low": 200, "high": 600}}],
+        "search": {"method": "random", "trials": 20, "seed": 0, "maxFailedTrials": 2},
+    }
     status = run_tuning_job(tuning_job(spec)).status
     assert status.phase == "Failed"
     assert status.trials.failed == 3 and status.trials.completed == 0
@@ -118,8 +136,11 @@ def test_too_many_failures_fail_the_stage_with_the_reason() -> None:
 
 
 def test_all_trials_failing_fails_with_the_grouped_reason() -> None:
-    spec = {**KNN_SOME_FAIL, "parameters": [{"name": "n_neighbors", "categorical": [400, 500]}],
-            "search": {"method": "grid", "seed": 0}}
+    spec = {
+        **KNN_SOME_FAIL,
+        "parameters": [{"name": "n_neighbors", "categorical": [400, 500]}],
+        "search": {"method": "grid", "seed": 0},
+    }
     status = run_tuning_job(tuning_job(spec)).status
     assert status.phase == "Failed" and status.best is None
     assert status.stages[0].phase == "Failed"
@@ -135,11 +156,17 @@ COMPARISON: dict[str, Any] = {
         "cv": {"folds": 4},
         "search": {"method": "random", "trials": 4, "seed": 3, "parallelism": 2},
         "models": [
-            {"name": "logreg", "estimator": {"name": "LogisticRegression"},
-             "preprocessing": [{"name": "StandardScaler"}]},
+            {
+                "name": "logreg",
+                "estimator": {"name": "LogisticRegression"},
+                "preprocessing": [{"name": "StandardScaler"}],
+            },
             {"name": "dummy", "estimator": {"name": "DummyClassifier"}},
-            {"name": "knn", "estimator": {"name": "KNeighborsClassifier"},
-             "preprocessing": [{"name": "StandardScaler"}]},
+            {
+                "name": "knn",
+                "estimator": {"name": "KNeighborsClassifier"},
+                "preprocessing": [{"name": "StandardScaler"}],
+            },
         ],
     },
 }
@@ -171,21 +198,30 @@ def test_comparison_ranks_models_on_identical_folds_in_both_modes() -> None:
     # same seed, same folds: each model's trials do not depend on the scheduling mode
     for a, b in zip(parallel.runs, sequential.runs, strict=True):
         assert [(r.params, r.fold_scores("accuracy")) for r in a.records] == [
-            (r.params, r.fold_scores("accuracy")) for r in b.records]
+            (r.params, r.fold_scores("accuracy")) for r in b.records
+        ]
 
 
 def test_a_failed_model_ranks_last_and_the_comparison_still_succeeds() -> None:
-    spec = {**COMPARISON["spec"], "models": [
-        COMPARISON["spec"]["models"][0],
-        {"name": "broken", "estimator": {"name": "KNeighborsClassifier"},
-         "parameters": [{"name": "n_neighbors", "categorical": [1000]}]},
-    ]}
+    spec = {
+        **COMPARISON["spec"],
+        "models": [
+            COMPARISON["spec"]["models"][0],
+            {
+                "name": "broken",
+                "estimator": {"name": "KNeighborsClassifier"},
+                "parameters": [{"name": "n_neighbors", "categorical": [1000]}],
+            },
+        ],
+    }
     resource = load_resource({**COMPARISON, "spec": spec})
     assert isinstance(resource, ModelComparison)
     status = run_comparison(resource).status
     assert status.phase == "Succeeded"
-    assert [(e.model, e.phase) for e in status.ranking] == [("logreg", "Succeeded"),
-                                                          ("broken", "Failed")]
+    assert [(e.model, e.phase) for e in status.ranking] == [
+        ("logreg", "Succeeded"),
+        ("broken", "Failed"),
+    ]
     assert status.ranking[1].score is None and status.ranking[1].message
     assert status.significance is None
 
@@ -196,8 +232,9 @@ def test_categorical_file_data_with_one_hot_encoding(tmp_path: Path) -> None:
     colour = rng.choice(["red", "green", "blue"], size=n)
     size = rng.normal(size=n)
     label = np.where((colour == "red") | (size > 1), "yes", "no")
-    lines = ["colour,size,label"] + [f"{c},{s:.3f},{y}" for c, s, y in
-                                     zip(colour, size, label, strict=True)]
+    lines = ["colour,size,label"] + [
+        f"{c},{s:.3f},{y}" for c, s, y in zip(colour, size, label, strict=True)
+    ]
     (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
     spec = {
         "estimator": {"name": "LogisticRegression"},

@@ -44,22 +44,30 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             target[key] = value
 
 
-SPEC = TuningJobSpec.model_validate({
-    "estimator": {"name": "LogisticRegression"},
-    "preprocessing": [{"name": "StandardScaler"}],
-    "dataset": {"builtin": "iris"},
-    "parameters": [{"name": "C", "float": {"low": 0.001, "high": 100.0, "log": True}}],
-    "search": {"seed": 3, "stages": [{"method": "random", "trials": 6},
-                                     {"method": "bayesian", "trials": 4}]},
-    "cv": {"folds": 3},
-})
+SPEC = TuningJobSpec.model_validate(
+    {
+        "estimator": {"name": "LogisticRegression"},
+        "preprocessing": [{"name": "StandardScaler"}],
+        "dataset": {"builtin": "iris"},
+        "parameters": [{"name": "C", "float": {"low": 0.001, "high": 100.0, "log": True}}],
+        "search": {
+            "seed": 3,
+            "stages": [{"method": "random", "trials": 6}, {"method": "bayesian", "trials": 4}],
+        },
+        "cv": {"folds": 3},
+    }
+)
 
 
 def _task(index: int = 0, spec: TuningJobSpec = SPEC, offset: int = 0) -> StageTask:
     space = resolve_space(estimator=spec.estimator, parameters=spec.parameters)
     plan = plan_stage(search=spec.search, index=index, space=space, seed=3, trial_offset=offset)
-    return StageTask(target=ObjectRef(namespace="ns", name="job", uid="u"), spec=spec, plan=plan,
-                     planned_total=10)
+    return StageTask(
+        target=ObjectRef(namespace="ns", name="job", uid="u"),
+        spec=spec,
+        plan=plan,
+        planned_total=10,
+    )
 
 
 def test_a_stage_reports_progress_and_its_result_in_runner_fields_only() -> None:
@@ -88,7 +96,8 @@ def test_the_next_stage_keeps_the_earlier_best_and_counts() -> None:
     runner.run_task(_task(), writer=memory)  # type: ignore[arg-type]
     first_best = memory.status["best"]
     task = _task(index=1, offset=6).model_copy(
-        update={"trials_before": TuningJobStatus.model_validate(memory.status).trials})
+        update={"trials_before": TuningJobStatus.model_validate(memory.status).trials}
+    )
     assert runner.run_task(task, writer=memory) == runner.EXIT_OK  # type: ignore[arg-type]
     status = TuningJobStatus.model_validate(memory.status)
     assert status.trials.completed == 10 and status.progress == "10/10"
@@ -104,8 +113,13 @@ def test_bad_input_exits_2_with_one_line_in_the_termination_log(
 ) -> None:
     log = tmp_path / "termination-log"
     monkeypatch.setattr(runner, "TERMINATION_LOG", str(log))
-    spec = SPEC.model_copy(update={"dataset": SPEC.dataset.model_validate(
-        {"file": {"path": "/no/such/train.csv", "target": "y"}})})
+    spec = SPEC.model_copy(
+        update={
+            "dataset": SPEC.dataset.model_validate(
+                {"file": {"path": "/no/such/train.csv", "target": "y"}}
+            )
+        }
+    )
     memory = MemoryStatus()
     assert runner.run_task(_task(spec=spec), writer=memory) == 2  # type: ignore[arg-type]
     (line,) = log.read_text().splitlines()
@@ -118,10 +132,15 @@ def test_a_failed_stage_exits_2_with_the_grouped_reason(
 ) -> None:
     log = tmp_path / "termination-log"
     monkeypatch.setattr(runner, "TERMINATION_LOG", str(log))
-    spec = TuningJobSpec.model_validate({
-        "estimator": {"name": "KNeighborsClassifier"}, "dataset": {"builtin": "iris"},
-        "parameters": [{"name": "n_neighbors", "categorical": [400, 500]}],
-        "search": {"method": "grid", "seed": 0}, "cv": {"folds": 3}})
+    spec = TuningJobSpec.model_validate(
+        {
+            "estimator": {"name": "KNeighborsClassifier"},
+            "dataset": {"builtin": "iris"},
+            "parameters": [{"name": "n_neighbors", "categorical": [400, 500]}],
+            "search": {"method": "grid", "seed": 0},
+            "cv": {"folds": 3},
+        }
+    )
     memory = MemoryStatus()
     assert runner.run_task(_task(spec=spec), writer=memory) == 2  # type: ignore[arg-type]
     assert "all 2 trials failed" in log.read_text()

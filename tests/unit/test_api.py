@@ -19,8 +19,12 @@ pytestmark = pytest.mark.unit
 
 
 def _doc(spec: dict[str, Any], kind: str = "TuningJob") -> dict[str, Any]:
-    return {"apiVersion": "kubetune.io/v1alpha1", "kind": kind, "metadata": {"name": "x"},
-            "spec": spec}
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": "x"},
+        "spec": spec,
+    }
 
 
 BASE = {"estimator": {"name": "SVC"}, "dataset": {"builtin": "iris"}}
@@ -91,8 +95,13 @@ def test_parameter_invariants(parameter: dict[str, Any], expected: str) -> None:
 def test_duplicate_parameter_and_fixed_and_tuned() -> None:
     (dup,) = problems({**BASE, "parameters": [{"name": "C", "categorical": [1]}] * 2})
     assert "'C' is listed twice" in dup
-    (both,) = problems({**BASE, "estimator": {"name": "SVC", "params": {"C": 1}},
-                        "parameters": [{"name": "C", "categorical": [1, 2]}]})
+    (both,) = problems(
+        {
+            **BASE,
+            "estimator": {"name": "SVC", "params": {"C": 1}},
+            "parameters": [{"name": "C", "categorical": [1, 2]}],
+        }
+    )
     assert "both fixed" in both
 
 
@@ -118,27 +127,41 @@ def test_task_mismatches() -> None:
     (data,) = problems({**BASE, "dataset": {"builtin": "diabetes"}})
     assert "regression dataset" in data
     mixed = problems(
-        {"dataset": {"builtin": "iris"},
-         "models": [{"name": "a", "estimator": {"name": "SVC"}},
-                    {"name": "b", "estimator": {"name": "Ridge"}}]},
+        {
+            "dataset": {"builtin": "iris"},
+            "models": [
+                {"name": "a", "estimator": {"name": "SVC"}},
+                {"name": "b", "estimator": {"name": "Ridge"}},
+            ],
+        },
         kind="ModelComparison",
     )
     assert any("mix classifiers and regressors" in line for line in mixed)
 
 
 def test_comparison_needs_two_distinct_models() -> None:
-    one = problems({"dataset": {"builtin": "iris"}, "models": [{"name": "a", "estimator":
-                   {"name": "SVC"}}]}, kind="ModelComparison")
+    one = problems(
+        {"dataset": {"builtin": "iris"}, "models": [{"name": "a", "estimator": {"name": "SVC"}}]},
+        kind="ModelComparison",
+    )
     assert any(line.startswith("spec.models") and "at least 2" in line for line in one)
-    twice = problems({"dataset": {"builtin": "iris"}, "models": [
-        {"name": "a", "estimator": {"name": "SVC"}}, {"name": "a", "estimator": {"name": "SVC"}}]},
-        kind="ModelComparison")
+    twice = problems(
+        {
+            "dataset": {"builtin": "iris"},
+            "models": [
+                {"name": "a", "estimator": {"name": "SVC"}},
+                {"name": "a", "estimator": {"name": "SVC"}},
+            ],
+        },
+        kind="ModelComparison",
+    )
     assert any("'a' is listed twice" in line for line in twice)
 
 
 def test_dataset_exactly_one_source() -> None:
-    (line,) = problems({**BASE, "dataset": {"builtin": "iris", "file": {"path": "a.csv",
-                                                                        "target": "y"}}})
+    (line,) = problems(
+        {**BASE, "dataset": {"builtin": "iris", "file": {"path": "a.csv", "target": "y"}}}
+    )
     assert line.startswith("spec.dataset") and "exactly one" in line
 
 

@@ -15,7 +15,16 @@ def test_committed_api_reference_is_up_to_date() -> None:
 
 def test_reference_names_every_spec_field_in_yaml_spelling() -> None:
     text = render()
-    for field in ("`maxFailedTrials`", "`gridPoints`", "`topK`", "`queueName`", "`foldScores`",
-                  "`interval95`", "`bestModel`", "`observedGeneration`", "`testTrainRatio`"):
+    for field in (
+        "`maxFailedTrials`",
+        "`gridPoints`",
+        "`topK`",
+        "`queueName`",
+        "`foldScores`",
+        "`interval95`",
+        "`bestModel`",
+        "`observedGeneration`",
+        "`testTrainRatio`",
+    ):
         assert field in text
     assert "| `estimator` | [EstimatorSpec](#estimatorspec) | required |" in text

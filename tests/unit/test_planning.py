@@ -59,8 +59,9 @@ SPACE = [
 
 
 def _refine(top: list[dict[str, Any]], factor: float = 0.3, k: int = 5) -> dict[str, Parameter]:
-    space = refine_space(space=SPACE, original=SPACE, top=top,
-                         refinement=Refinement(factor=factor, top_k=k))
+    space = refine_space(
+        space=SPACE, original=SPACE, top=top, refinement=Refinement(factor=factor, top_k=k)
+    )
     return {p.name: p for p in space}
 
 
@@ -78,8 +79,10 @@ def test_refinement_narrows_around_the_best_inside_the_bounds() -> None:
 
 
 def test_refinement_holds_every_top_k_value() -> None:
-    top = [{"n": 100, "depth": None, "frac": 0.2, "C": 10.0},
-           {"n": 350, "depth": 4, "frac": 0.9, "C": 0.01}]
+    top = [
+        {"n": 100, "depth": None, "frac": 0.2, "C": 10.0},
+        {"n": 350, "depth": 4, "frac": 0.9, "C": 0.01},
+    ]
     out = _refine(top)
     frac = out["frac"].float_
     assert frac is not None and frac.low <= 0.2 and frac.high >= 0.9
@@ -99,8 +102,10 @@ def test_refinement_without_results_keeps_the_space() -> None:
 
 
 def test_refinement_uses_only_top_k() -> None:
-    top = [{"n": 200, "depth": 8, "frac": 0.5, "C": 1.0},
-           {"n": 400, "depth": 16, "frac": 1.0, "C": 1000.0}]
+    top = [
+        {"n": 200, "depth": 8, "frac": 0.5, "C": 1.0},
+        {"n": 400, "depth": 16, "frac": 1.0, "C": 1000.0},
+    ]
     assert _refine(top, k=1)["depth"].choices == [8]
     assert _refine(top, k=2)["depth"].choices == [8, 16]
 

@@ -44,17 +44,23 @@ def test_paired_test_with_no_variance_gives_no_p_value() -> None:
 
 def _record(number: int, scores: list[float] | None, error: str | None = None) -> TrialRecord:
     folds = [
-        FoldResult(fold=i, scores={"acc": s, "f1": s / 2}, fit_time=0.1, score_time=0.01,
-                   error=error)
+        FoldResult(
+            fold=i, scores={"acc": s, "f1": s / 2}, fit_time=0.1, score_time=0.01, error=error
+        )
         for i, s in enumerate(scores or [math.nan, math.nan])
     ]
-    return TrialRecord(number=number, stage="s1-grid", params={"C": number, "h": [1, 2]},
-                       folds=folds)
+    return TrialRecord(
+        number=number, stage="s1-grid", params={"C": number, "h": [1, 2]}, folds=folds
+    )
 
 
 def test_cv_results_rows_use_sklearn_names_and_ranks() -> None:
-    records = [_record(0, [0.5, 0.7]), _record(1, None, "ValueError: boom"),
-               _record(2, [0.8, 0.8]), _record(3, [0.6, 0.6])]
+    records = [
+        _record(0, [0.5, 0.7]),
+        _record(1, None, "ValueError: boom"),
+        _record(2, [0.8, 0.8]),
+        _record(3, [0.6, 0.6]),
+    ]
     rows = cv_results_rows(records, ["acc", "f1"])
     assert [r["rank_test_acc"] for r in rows] == [2, 4, 1, 2]
     assert rows[2]["split0_test_acc"] == 0.8 and rows[2]["mean_test_f1"] == pytest.approx(0.4)

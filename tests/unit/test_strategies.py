@@ -107,7 +107,9 @@ def test_warm_start_adds_only_trials_inside_the_space() -> None:
     inside = {"x": 0.5, "k": 3, "layers": [8]}
     outside = {"x": 50.0, "k": 3, "layers": [8]}
     unknown_choice = {"x": 0.5, "k": 3, "layers": [16]}
-    search = StageSearch(plan, warm_start=[(inside, 1.0), (outside, 2.0), (unknown_choice, 3.0),
-                                          (inside, float("nan"))])
+    search = StageSearch(
+        plan,
+        warm_start=[(inside, 1.0), (outside, 2.0), (unknown_choice, 3.0), (inside, float("nan"))],
+    )
     assert search.warm_started == 1
     assert len(search.study.trials) == 1
