@@ -73,18 +73,26 @@ class StatusWriter:
         )
 
     def _retry(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        delay = 0.5
-        for attempt in range(self.attempts):
-            try:
-                return fn(*args, **kwargs)
-            except ApiException as error:
-                if error.status == 404:
-                    raise ResourceGone(f"{self.target.kind} {self.target.name} is gone") from None
-                if error.status not in RETRYABLE or attempt == self.attempts - 1:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
-        raise AssertionError("unreachable")
+        try:
+            return retry(fn, *args, attempts=self.attempts, **kwargs)
+        except ApiException as error:
+            if error.status == 404:
+                raise ResourceGone(f"{self.target.kind} {self.target.name} is gone") from None
+            raise
+
+
+def retry(fn: Any, *args: Any, attempts: int = 6, **kwargs: Any) -> Any:
+    """Call ``fn``, retrying conflicts, throttling and server errors with backoff."""
+    delay = 0.5
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as error:
+            if error.status not in RETRYABLE or attempt == attempts - 1:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 8.0)
+    raise AssertionError("unreachable")
 
 
 class KubeConfigMaps:
@@ -96,8 +104,11 @@ class KubeConfigMaps:
 
     def read(self, name: str) -> dict[str, str] | None:
         try:
-            found = self.core.read_namespaced_config_map(
-                name, self.owner.namespace, _preload_content=False
+            found = retry(
+                self.core.read_namespaced_config_map,
+                name,
+                self.owner.namespace,
+                _preload_content=False,
             )
         except ApiException as error:
             if error.status == 404:
@@ -130,11 +141,19 @@ class KubeConfigMaps:
         try:
             self.core.create_namespaced_config_map(self.owner.namespace, body)
         except ApiException as error:
-            if error.status != 409:
+            if error.status == 409:  # made by an earlier pod that died before it read it back
+                self.add(name, data)
+            elif error.status in RETRYABLE:
+                retry(self.core.create_namespaced_config_map, self.owner.namespace, body)
+            else:
                 raise
-            self.add(name, data)  # made by an earlier pod that died before it read it back
 
     def add(self, name: str, data: dict[str, str]) -> None:
-        self.core.patch_namespaced_config_map(
-            name, self.owner.namespace, {"data": data}, _content_type=MERGE_PATCH
+        # Retrying is safe: a merge patch that adds one key is idempotent.
+        retry(
+            self.core.patch_namespaced_config_map,
+            name,
+            self.owner.namespace,
+            {"data": data},
+            _content_type=MERGE_PATCH,
         )
