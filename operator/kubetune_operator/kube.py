@@ -13,10 +13,11 @@ import json
 import random
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kubetune.api.base import GROUP, VERSION
+from kubetune.cluster import api_client
 from kubetune_operator.children import RUNNER_CONTAINER
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -50,12 +51,8 @@ def backoff(retry: int, *, base: float = 1.0, cap: float = 60.0) -> float:
 
 
 def load_api_client() -> client.ApiClient:
-    """In a pod, the service account; elsewhere, the kubeconfig (KUBECONFIG or ~/.kube/config)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+    """In a pod, the service account; elsewhere, the kubeconfig (as the runner does)."""
+    return api_client()
 
 
 class Kube:
