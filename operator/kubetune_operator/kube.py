@@ -187,9 +187,9 @@ class Kube:
                 if state.get("name") != RUNNER_CONTAINER:
                     continue
                 terminated = (state.get("state") or {}).get("terminated") or {}
+                if terminated.get("reason") == "OOMKilled":  # before any log tail it may carry
+                    return "the runner was killed for using more memory than its limit (OOMKilled)"
                 message = (terminated.get("message") or "").strip()
                 if message:
                     return message
-                if terminated.get("reason") == "OOMKilled":
-                    return "the runner was killed for using more memory than its limit (OOMKilled)"
         return None

@@ -144,9 +144,18 @@ class KubeConfigMaps:
             if error.status == 409:  # made by an earlier pod that died before it read it back
                 self.add(name, data)
             elif error.status in RETRYABLE:
-                retry(self.core.create_namespaced_config_map, self.owner.namespace, body)
+                self._create_again(name, body, data)
             else:
                 raise
+
+    def _create_again(self, name: str, body: dict[str, Any], data: dict[str, str]) -> None:
+        # A create whose answer was lost may have landed: then 409 means it is there.
+        try:
+            retry(self.core.create_namespaced_config_map, self.owner.namespace, body, attempts=5)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            self.add(name, data)
 
     def add(self, name: str, data: dict[str, str]) -> None:
         # Retrying is safe: a merge patch that adds one key is idempotent.
