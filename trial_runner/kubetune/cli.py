@@ -184,13 +184,25 @@ def read_document(path: Path) -> dict[str, Any]:
     return document
 
 
-def load(path: Path) -> Any:
-    """Read, validate and prepare a resource: everything short of fitting."""
+def load(path: Path, *, warm_workers: int | None = None) -> Any:
+    """Read, validate and prepare a resource: everything short of fitting.
+
+    Args:
+        path: the YAML file.
+        warm_workers: start this many worker processes (or the spec's parallelism if 0) as
+            soon as the YAML is read, so that they import scikit-learn while this process
+            imports the engine and loads the data. None starts none.
+    """
+    document = read_document(path)
+    if warm_workers is not None:
+        from kubetune.pool import warm_up
+
+        warm_up(warm_workers or _declared_parallelism(document))
+
     from kubetune.api import SpecError, load_resource
     from kubetune.data import DataError
     from kubetune.engine import prepare
 
-    document = read_document(path)
     try:
         resource = load_resource(document)
         prepared = prepare(resource, base_dir=path.parent)
@@ -199,6 +211,14 @@ def load(path: Path) -> Any:
     except DataError as error:
         raise InputError([str(error)]) from None
     return document, resource, prepared
+
+
+def _declared_parallelism(document: dict[str, Any]) -> int:
+    # Read before validation, only to start workers early: anything odd means none.
+    spec = document.get("spec")
+    search = spec.get("search") if isinstance(spec, dict) else None
+    value = search.get("parallelism", 1) if isinstance(search, dict) else 1
+    return value if isinstance(value, int) and 1 <= value <= 256 else 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -306,11 +326,13 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Read the file before the heavy imports, so the workers start while this process imports.
+    document, resource, prepared = load(args.file, warm_workers=args.parallelism or 0)
+
     from kubetune.engine import JobRun, run_comparison, run_tuning_job
     from kubetune.output import write_model, write_status, write_trials
     from kubetune.report import ProgressBar, comparison_summary, tuning_summary
 
-    document, resource, prepared = load(args.file)
     folder = args.output or Path("kubetune-results") / resource.metadata.name
     try:
         folder.mkdir(parents=True, exist_ok=True)

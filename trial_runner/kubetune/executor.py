@@ -7,7 +7,6 @@ that numpy arrays are memory-mapped from, never with each task.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -17,10 +16,10 @@ from typing import Any
 
 import joblib
 import numpy as np
-from joblib.executor import get_memmapping_executor
 from sklearn.pipeline import Pipeline
 
 from kubetune.fold import FoldResult, Split, _worker_fold, fit_and_score
+from kubetune.pool import get_pool
 
 
 class Executor:
@@ -36,21 +35,7 @@ class Executor:
             self._dir = tempfile.mkdtemp(prefix="kubetune-")
             self._path = str(Path(self._dir) / "data.joblib")
             joblib.dump((X, y, self._splits), self._path)
-            # As joblib does: split the cores between workers so BLAS and OpenMP threads
-            # inside each fit do not oversubscribe the machine.
-            threads = str(max(1, (os.cpu_count() or 1) // self.workers))
-            env = {
-                k: threads
-                for k in (
-                    "OMP_NUM_THREADS",
-                    "OPENBLAS_NUM_THREADS",
-                    "MKL_NUM_THREADS",
-                    "BLIS_NUM_THREADS",
-                )
-            }
-            # joblib's own pool (the one Parallel uses), so that scikit-learn's n_jobs keeps
-            # working in this process afterwards.
-            self._pool = get_memmapping_executor(self.workers, env=env, reuse=True)
+            self._pool = get_pool(self.workers)
 
     def submit(
         self, *, pipeline: Pipeline, params: dict[str, Any], fold: int, metrics: Sequence[str]
