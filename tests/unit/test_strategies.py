@@ -113,3 +113,17 @@ def test_warm_start_adds_only_trials_inside_the_space() -> None:
     )
     assert search.warm_started == 1
     assert len(search.study.trials) == 1
+
+
+def test_gp_sampler_runs_pytorch_on_one_thread() -> None:
+    torch = pytest.importorskip("torch")
+    from kubetune.strategies import make_sampler
+
+    torch.set_num_threads(2)
+    try:
+        spec = SearchSpec(method="bayesian", sampler="gp", seed=1, trials=12)
+        sampler = make_sampler(plan_stage(search=spec, index=0, space=SPACE, seed=1), budget=12)
+        assert type(sampler).__name__ == "GPSampler"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)

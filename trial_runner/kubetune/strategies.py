@@ -17,10 +17,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from kubetune import fast_tpe
 from kubetune.planning import StagePlan, grid_values, planned_trials
 from kubetune.space import contains, decode, distributions, to_optuna
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+fast_tpe.install()
 
 
 class GridOrder:
@@ -78,6 +80,7 @@ def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler
         return optuna.samplers.RandomSampler(seed=plan.seed)
     startup = max(2, min(10, budget // 4))
     if plan.sampler == "gp":
+        _single_threaded_torch()
         return optuna.samplers.GPSampler(seed=plan.seed, n_startup_trials=startup)
     return optuna.samplers.TPESampler(
         seed=plan.seed,
@@ -85,6 +88,18 @@ def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler
         multivariate=True,
         constant_liar=True,
     )
+
+
+def _single_threaded_torch() -> None:
+    """One PyTorch thread for the GP sampler's small matrices (trials x trials).
+
+    Its default, a thread per core, made each ask 8 times slower at 60 trials on 2 busy cores
+    (bench/overhead.py): the threads wait on each other and on the fits. Nothing else in the
+    runner uses PyTorch.
+    """
+    import torch
+
+    torch.set_num_threads(1)
 
 
 class StageSearch:
