@@ -261,3 +261,26 @@ def test_scikit_learn_n_jobs_still_works_after_a_parallel_run() -> None:
     X, y = load_iris(return_X_y=True)
     scores = cross_val_score(LogisticRegression(max_iter=500), X, y, n_jobs=2)
     assert len(scores) == 5
+
+
+def test_parallel_run_holds_the_data_once_in_the_shared_map_and_refits_on_it() -> None:
+    """With workers, the main process drops its own copy for the workers' memory map."""
+    from kubetune.engine import prepare, refit
+
+    spec = {**IRIS_LOGREG, "search": {"method": "random", "trials": 3, "seed": 0}}
+    job = tuning_job(spec)
+    original = prepare(job)
+    X, y = np.array(original.data.X), np.array(original.data.y)
+    one = run_tuning_job(job, parallelism=1, prepared=prepare(job))
+    assert not isinstance(one.run.prepared.data.X, np.memmap)  # no workers, no file
+    shared = prepare(job)
+    two = run_tuning_job(job, parallelism=2, prepared=shared)
+    assert isinstance(shared.data.X, np.memmap) and not shared.data.X.flags.writeable
+    np.testing.assert_array_equal(shared.data.X, X)
+    np.testing.assert_array_equal(shared.data.y, y)
+    assert _trials(one) == _trials(two)
+    # The refit reads the map after the executor closed (its file is gone by then).
+    model = refit(two.run)
+    reference = refit(one.run)
+    assert model is not None and reference is not None
+    np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X))

@@ -12,7 +12,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -477,6 +477,21 @@ class JobRun:
         )
 
 
+def open_executor(prepared: Prepared, *, workers: int) -> Executor:
+    """The executor for ``prepared``'s data and folds.
+
+    With worker processes, ``prepared.data`` then holds the memory map of the file the workers
+    read, so the data is in memory once, in pages every process shares, rather than once more
+    privately here.
+    """
+    executor = Executor(
+        X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
+    )
+    if executor.X is not prepared.data.X:
+        prepared.data = replace(prepared.data, X=executor.X, y=executor.y)
+    return executor
+
+
 @dataclass
 class _Pending:
     run: JobRun
@@ -580,9 +595,7 @@ def run_tuning_job(
         update={"search": job.spec.search.model_copy(update={"seed": prepared.seed})}
     )
     workers = parallelism or spec.search.parallelism
-    with Executor(
-        X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
-    ) as ex:
+    with open_executor(prepared, workers=workers) as ex:
         run = JobRun(
             name=job.metadata.name,
             spec=spec,
@@ -616,9 +629,7 @@ def run_comparison(
     spec = comparison.spec
     search = spec.search.model_copy(update={"seed": prepared.seed})
     workers = parallelism or search.parallelism
-    with Executor(
-        X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
-    ) as ex:
+    with open_executor(prepared, workers=workers) as ex:
         runs = []
         for model in spec.models:
             child = spec.child_spec(model).model_copy(update={"search": search})
@@ -730,5 +741,7 @@ def refit(run: JobRun) -> Pipeline | None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # The data may be the read-only memory map the workers shared: every scikit-learn
+        # estimator fits on one (its common checks fit on read-only memmaps).
         model.fit(run.prepared.data.X, run.prepared.data.y)
     return model

@@ -28,13 +28,17 @@ class Executor:
     def __init__(self, *, X: Any, y: np.ndarray, splits: Sequence[Split], workers: int = 1) -> None:
         self.workers = max(1, workers)
         self.folds = len(splits)
-        self._X, self._y, self._splits = X, y, list(splits)
+        self._splits = list(splits)
+        self.X, self.y = X, y
         self._dir: str | None = None
         self._pool: Any = None
         if self.workers > 1:
             self._dir = tempfile.mkdtemp(prefix="kubetune-")
             self._path = str(Path(self._dir) / "data.joblib")
             joblib.dump((X, y, self._splits), self._path)
+            # From now on this process reads the data from the same file as the workers: the
+            # pages are shared, and the caller can drop its own copy (see engine.open_executor).
+            self.X, self.y, _ = joblib.load(self._path, mmap_mode="r")
             self._pool = get_pool(self.workers)
 
     def submit(
@@ -50,8 +54,8 @@ class Executor:
             fit_and_score(
                 pipeline=pipeline,
                 params=params,
-                X=self._X,
-                y=self._y,
+                X=self.X,
+                y=self.y,
                 split=self._splits[fold],
                 fold=fold,
                 metrics=metrics,

@@ -31,8 +31,7 @@ from kubetune.api.status import (
     now,
 )
 from kubetune.cluster import KubeConfigMaps, ResourceGone, StatusWriter, api_client
-from kubetune.engine import JobRun, Prepared, drive, prepare
-from kubetune.executor import Executor
+from kubetune.engine import JobRun, Prepared, drive, open_executor, prepare
 from kubetune.ledger import ConfigMapJournal, ConfigMapStore, LedgerFull
 from kubetune.planning import StageTask
 from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
@@ -207,9 +206,7 @@ def run_task(
         previous = TuningJobStatus()
     warm = [(t.params, t.score) for t in previous.top_trials if t.stage != plan.name]
     workers = parallelism or plan.parallelism
-    with Executor(
-        X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
-    ) as executor:
+    with open_executor(prepared, workers=workers) as executor:
         journal = (
             ConfigMapJournal(store=ledger, prefix=ledger_prefix(target.name)) if ledger else None
         )
