@@ -6,6 +6,7 @@ import here is paid by each worker as it starts.
 
 from __future__ import annotations
 
+import gc
 import time
 import traceback
 import warnings
@@ -86,6 +87,18 @@ def _rows(X: Any, index: np.ndarray) -> Any:
     return X.iloc[index] if hasattr(X, "iloc") else X[index]
 
 
+def settle_worker() -> None:
+    """Exempt what the worker has imported and loaded so far from garbage collection.
+
+    joblib's workers run a full ``gc.collect()`` about once a second (without psutil); with
+    scikit-learn, SciPy and pandas imported that scans some 130,000 objects, 40 to 70 ms each
+    time, taken from the fits. Frozen, those modules are never scanned again; objects made by
+    the fits are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 # Worker-side cache of the shared data, keyed by its file: each worker process loads it once.
 _WORKER_DATA: dict[str, tuple[Any, np.ndarray, list[Split]]] = {}
 
@@ -100,6 +113,7 @@ def _worker_fold(
     if data_path not in _WORKER_DATA:
         _WORKER_DATA.clear()
         _WORKER_DATA[data_path] = joblib.load(data_path, mmap_mode="r")
+        settle_worker()
     X, y, splits = _WORKER_DATA[data_path]
     return fit_and_score(
         pipeline=pipeline, params=params, X=X, y=y, split=splits[fold], fold=fold, metrics=metrics

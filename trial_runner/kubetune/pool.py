@@ -58,6 +58,7 @@ def warm_up(workers: int) -> None:
 
 def _import_fitting_code() -> int:
     # Runs in a worker: what the first fold fit would import, paid while the parent works.
-    import kubetune.fold  # noqa: F401
+    from kubetune.fold import settle_worker
 
+    settle_worker()
     return os.getpid()
