@@ -65,6 +65,19 @@ class Report:
         self._text.append(text)
         self._markdown += [markdown_table(headers, rows), ""]
 
+    def mark(self) -> int:
+        """A position in the markdown, for :meth:`since`."""
+        return len(self._markdown)
+
+    def since(self, mark: int) -> list[str]:
+        """The markdown lines written after ``mark``."""
+        return list(self._markdown[mark:])
+
+    def paste(self, markdown: Sequence[str]) -> None:
+        """Lines of markdown saved from an earlier run, as they were."""
+        print("\n".join(markdown), flush=True)
+        self._markdown += list(markdown)
+
     def write_markdown(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(self._markdown).rstrip() + "\n", encoding="utf-8")

@@ -1,11 +1,26 @@
 """Search quality as normalised regret (issue 7, item 3), on search_quality.py's tasks.
 
+Tasks: digits-SVC and breast_cancer-HGB from search_quality.py, and diabetes-model-choice: SVR
+(C, gamma, epsilon) against Ridge (alpha) and ElasticNet (alpha, l1_ratio), all after a
+StandardScaler, r2. For that model choice kubetune runs one ModelComparison whose search block
+(shared by every model) gets an equal share of the budget per model (30 -> 10 + 10 + 10,
+60 -> 20 + 20 + 20); its best is the best trial of any model. RandomizedSearchCV and
+HalvingRandomSearchCV search a pipeline whose model step is itself a parameter (a list of
+param_distributions dicts, one per model, each drawn with equal probability); optuna TPE
+suggests the model, then that model's parameters (a conditional space).
+
 Per task, the folds are fixed (5 folds, shuffled, seed 0) for every method and every seed; the
 seed changes only the searches. For each seed, budgets 30 and 60 candidates:
 
-- kubetune random and bayesian, RandomizedSearchCV and plain optuna TPE run once with 60
-  candidates; their score at 30 is the best of their first 30 trials (by trial number). For
-  random sampling this is a 30-candidate run; for TPE it is too up to the parallel asks.
+- kubetune random, RandomizedSearchCV and plain optuna TPE run once with 60 candidates; their
+  score at 30 is the best of their first 30 trials (by trial number; for a ModelComparison, the
+  first 10 of each model: its models run side by side, and a random candidate depends only on
+  the seed and its number within its model). Plain TPE does not depend on the budget, so its
+  first 30 trials are a 30-trial run.
+- kubetune bayesian does the same on a single-model task, though its TPE takes
+  max(2, min(10, budget // 4)) random startup trials: the first 30 trials of a 60-trial run
+  start with 10, a 30-trial run with 7. On the model choice, where that is 2 of a model's 10
+  trials against 5 of 20, it runs once per budget.
 - kubetune progressive and HalvingRandomSearchCV depend on the budget: one run per budget
   (search_quality.py's stage split and rung schedule).
 
@@ -27,6 +42,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +55,19 @@ from sklearn.model_selection import RandomizedSearchCV, cross_val_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tables import Report
-from kubetune.api import load_resource
-from kubetune.engine import Prepared, prepare, run_tuning_job
-from kubetune.estimators import MODEL_STEP
+from kubetune.api import ModelComparison, load_resource
+from kubetune.engine import JobRun, Prepared, prepare, run_comparison, run_tuning_job
+from kubetune.estimators import MODEL_STEP, make_pipeline
 from search_quality import (
     TASKS,
     Param,
     Task,
+    grid3_size,
     job_document,
     progressive_stages,
     release_kubetune_pool,
-    run_pipeline,
     sklearn_search,
+    sklearn_space,
 )
 
 FOLD_SEED = 0
@@ -66,51 +84,197 @@ METHODS = [
     "HalvingRandomSearchCV",
     "optuna-TPE",
 ]
+MODEL_KEYS = ("estimator", "preprocessing", "parameters")
+"""What a ModelComparison model takes from a TuningJob spec; the rest of the spec is shared."""
 
 
-def document(task: Task, seed: int, search: dict[str, Any], parallelism: int) -> dict[str, Any]:
-    doc = job_document(task, seed, search, parallelism)
-    doc["spec"]["cv"]["seed"] = FOLD_SEED
-    return doc
+@dataclass(frozen=True)
+class Choice:
+    """A model choice: each model a Task of its own (Task.name is its name in the comparison).
+
+    The models share dataset, metric and preprocessing, so scikit-learn can search one
+    pipeline whose model step is a parameter.
+    """
+
+    name: str
+    models: tuple[Task, ...]
+
+    def __post_init__(self) -> None:
+        shared = {(m.dataset, m.metric, m.preprocessing) for m in self.models}
+        if len(shared) != 1:
+            raise ValueError(f"{self.name}: models differ in dataset, metric or preprocessing")
+        if any(b % len(self.models) for b in BUDGETS):
+            raise ValueError(f"{self.name}: budgets {BUDGETS} do not split evenly over models")
+
+    @property
+    def dataset(self) -> str:
+        return self.models[0].dataset
+
+    @property
+    def metric(self) -> str:
+        return self.models[0].metric
 
 
-def prepared_for(task: Task, seed: int, parallelism: int) -> tuple[Any, Prepared]:
+def _diabetes_choice() -> Choice:
+    svr = next(t for t in TASKS if t.name == "diabetes-SVR")
+    # Ridge and ElasticNet over kubetune's default spaces for them (kubetune.api.defaults).
+    return Choice(
+        name="diabetes-model-choice",
+        models=(
+            replace(svr, name="svr"),
+            replace(
+                svr,
+                name="ridge",
+                estimator="Ridge",
+                params=(Param("alpha", "float", 1e-3, 1e3, log=True),),
+            ),
+            replace(
+                svr,
+                name="elasticnet",
+                estimator="ElasticNet",
+                params=(
+                    Param("alpha", "float", 1e-4, 10.0, log=True),
+                    Param("l1_ratio", "float", 0.05, 1.0),
+                ),
+            ),
+        ),
+    )
+
+
+QUALITY_TASKS: list[Task | Choice] = [
+    *(t for t in TASKS if t.name in ("digits-SVC", "breast_cancer-HGB")),
+    _diabetes_choice(),
+]
+
+
+def models_of(task: Task | Choice) -> tuple[Task, ...]:
+    return task.models if isinstance(task, Choice) else (task,)
+
+
+def document(
+    task: Task | Choice, seed: int, search: dict[str, Any], parallelism: int
+) -> dict[str, Any]:
+    """A TuningJob, or for a Choice a ModelComparison, on the fixed folds.
+
+    ``search`` is per model: a ModelComparison's one search block applies to every model.
+    """
+    specs = [job_document(m, seed, search, parallelism)["spec"] for m in models_of(task)]
+    for spec in specs:
+        spec["cv"]["seed"] = FOLD_SEED
+    if isinstance(task, Task):
+        return {**job_document(task, seed, search, parallelism), "spec": specs[0]}
+    shared = {k: v for k, v in specs[0].items() if k not in MODEL_KEYS}
+    models = [
+        {"name": m.name, **{k: spec[k] for k in MODEL_KEYS}}
+        for m, spec in zip(task.models, specs, strict=True)
+    ]
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "ModelComparison",
+        "metadata": {"name": f"bench-{task.name.lower().replace('_', '-')}"},
+        "spec": {**shared, "models": models},
+    }
+
+
+def prepared_for(task: Task | Choice, seed: int, parallelism: int) -> tuple[Any, Prepared]:
     job = load_resource(document(task, seed, {"method": "random", "trials": 1}, parallelism))
     return job, prepare(job)
 
 
-def kt_scores(method: str, task: Task, seed: int, budget: int, parallelism: int) -> list[float]:
-    """Mean CV scores of the trials, in trial-number order."""
+def kt_search(method: str, task: Task | Choice, budget: int) -> dict[str, Any]:
+    """kubetune's search block for ``budget`` candidates in all: budget / n per model."""
+    models = models_of(task)
+    per_model = budget // len(models)
     if method == "progressive":
-        search: dict[str, Any] = {
-            "method": "progressive",
-            "stages": progressive_stages(task, budget),
-        }
+        # One stage list for every model: its grid stage fits the smallest model's grid.
+        cap = min(grid3_size(m) for m in models)
+        return {"method": "progressive", "stages": progressive_stages(per_model, grid_cap=cap)}
+    return {"method": method, "trials": per_model}
+
+
+def kt_scores(
+    method: str, task: Task | Choice, seed: int, budget: int, parallelism: int, prepared: Prepared
+) -> list[list[float]]:
+    """Mean CV scores of each model's trials, in trial-number order (one list per model)."""
+    job = load_resource(document(task, seed, kt_search(method, task, budget), parallelism))
+    runs: list[JobRun]
+    if isinstance(job, ModelComparison):
+        runs = run_comparison(job, parallelism=parallelism, prepared=prepared).runs
     else:
-        search = {"method": method, "trials": budget}
-    job = load_resource(document(task, seed, search, parallelism))
-    prepared = prepare(job)
-    result = run_tuning_job(job, parallelism=parallelism, prepared=prepared)
-    metric = result.run.metric
-    records = sorted(result.run.records, key=lambda r: r.number)
-    return [r.mean(metric) if r.ok else float("-inf") for r in records]
+        runs = [run_tuning_job(job, parallelism=parallelism, prepared=prepared).run]
+    out = []
+    for run in runs:
+        records = sorted(run.records, key=lambda r: r.number)
+        out.append([r.mean(run.metric) if r.ok else float("-inf") for r in records])
+    return out
 
 
-def suggest(trial: optuna.Trial, p: Param) -> Any:
+def best_of(per_model: list[list[float]], budget: int) -> float:
+    """The best of the first budget / n trials of each of the n models."""
+    share = budget // len(per_model)
+    return max(max(scores[:share]) for scores in per_model)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How scikit-learn and optuna search a task with kubetune's own pipeline and estimators."""
+
+    pipeline: Any
+    distributions: dict[str, Any] | list[dict[str, Any]]
+    """scipy distributions; for a Choice one dict per model, its model step a parameter."""
+    estimators: dict[str, Any]
+    """A Choice's estimators by model name (as kubetune builds them); empty for a Task."""
+
+
+def setup_for(task: Task | Choice, job: Any, prepared: Prepared) -> Setup:
+    specs = job.spec.models if isinstance(task, Choice) else [job.spec]
+    pipelines = [
+        make_pipeline(
+            estimator=spec.estimator,
+            preprocessing=spec.preprocessing,
+            categorical_columns=prepared.data.categorical_columns,
+            seed=prepared.seed,
+        )
+        for spec in specs
+    ]
+    if isinstance(task, Task):
+        return Setup(pipelines[0], sklearn_space(task), {})
+    estimators = {
+        m.name: pipe.named_steps[MODEL_STEP] for m, pipe in zip(task.models, pipelines, strict=True)
+    }
+    distributions = [{MODEL_STEP: [estimators[m.name]], **sklearn_space(m)} for m in task.models]
+    # The preprocessing is shared (Choice checks it), so the first pipeline serves every model.
+    return Setup(pipelines[0], distributions, estimators)
+
+
+def suggest(trial: optuna.Trial, p: Param, name: str | None = None) -> Any:
+    name = name or p.name
     if p.kind == "float":
-        return trial.suggest_float(p.name, p.low, p.high, log=p.log)
-    return trial.suggest_int(p.name, int(p.low), int(p.high), step=p.step or 1, log=p.log)
+        return trial.suggest_float(name, p.low, p.high, log=p.log)
+    return trial.suggest_int(name, int(p.low), int(p.high), step=p.step or 1, log=p.log)
+
+
+def optuna_params(trial: optuna.Trial, task: Task | Choice, setup: Setup) -> dict[str, Any]:
+    """Pipeline parameters; for a Choice the model first, then that model's parameters."""
+    if isinstance(task, Task):
+        return {f"{MODEL_STEP}__{p.name}": suggest(trial, p) for p in task.params}
+    name = trial.suggest_categorical("model", [m.name for m in task.models])
+    model = next(m for m in task.models if m.name == name)
+    # Names per model: Ridge's and ElasticNet's alpha have different ranges.
+    return {
+        MODEL_STEP: clone(setup.estimators[name]),
+        **{f"{MODEL_STEP}__{p.name}": suggest(trial, p, f"{name}__{p.name}") for p in model.params},
+    }
 
 
 def optuna_scores(
-    task: Task, seed: int, trials: int, parallelism: int, prepared: Prepared, pipeline: Any
+    task: Task | Choice, seed: int, trials: int, parallelism: int, prepared: Prepared, setup: Setup
 ) -> list[float]:
     release_kubetune_pool()
     X, y = prepared.data.X, prepared.data.y
 
     def objective(trial: optuna.Trial) -> float:
-        params = {f"{MODEL_STEP}__{p.name}": suggest(trial, p) for p in task.params}
-        model = clone(pipeline).set_params(**params)
+        model = clone(setup.pipeline).set_params(**optuna_params(trial, task, setup))
         scores = cross_val_score(
             model, X, y, scoring=task.metric, cv=prepared.splits, n_jobs=parallelism
         )
@@ -119,17 +283,16 @@ def optuna_scores(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
     study.optimize(objective, n_trials=trials)
-    return [t.value for t in study.trials]
+    return [float("-inf") if t.value is None else t.value for t in study.trials]
 
 
 def randomized_scores(
-    task: Task, seed: int, n: int, parallelism: int, prepared: Prepared, pipeline: Any
+    task: Task | Choice, seed: int, n: int, parallelism: int, prepared: Prepared, setup: Setup
 ) -> list[float]:
     release_kubetune_pool()
-    space = {f"{MODEL_STEP}__{p.name}": p.scipy() for p in task.params}
     search = RandomizedSearchCV(
-        pipeline,
-        space,
+        setup.pipeline,
+        setup.distributions,
         n_iter=n,
         scoring=task.metric,
         cv=prepared.splits,
@@ -142,15 +305,17 @@ def randomized_scores(
     return [float(s) if np.isfinite(s) else float("-inf") for s in scores]
 
 
-def reference_and_baseline(task: Task, parallelism: int, log: Any) -> dict[str, float]:
+def reference_and_baseline(
+    task: Task | Choice, parallelism: int, log: Callable[[str], None]
+) -> dict[str, float]:
     path = OUT / f"reference-{task.name}-folds{FOLD_SEED}.json"
     if path.exists():
         return json.loads(path.read_text())
     job, prepared = prepared_for(task, 0, parallelism)
-    pipeline = run_pipeline(job, prepared)
+    setup = setup_for(task, job, prepared)
     start = time.perf_counter()
-    ref = optuna_scores(task, 10_000, REFERENCE_TRIALS, parallelism, prepared, pipeline)
-    rnd = randomized_scores(task, 10_001, BASELINE_CONFIGS, parallelism, prepared, pipeline)
+    ref = optuna_scores(task, 10_000, REFERENCE_TRIALS, parallelism, prepared, setup)
+    rnd = randomized_scores(task, 10_001, BASELINE_CONFIGS, parallelism, prepared, setup)
     finite = [s for s in rnd if np.isfinite(s)]
     value = {
         "reference": max(ref),
@@ -165,52 +330,87 @@ def reference_and_baseline(task: Task, parallelism: int, log: Any) -> dict[str, 
 
 
 def run_seed(
-    task: Task, seed: int, parallelism: int, methods: list[str]
+    task: Task | Choice,
+    seed: int,
+    parallelism: int,
+    methods: list[str],
+    log: Callable[[str], None] | None = None,
 ) -> dict[tuple[str, int], float]:
     """Best score per (method, budget)."""
+    # One prepared job per seed: every kubetune run reuses its data and folds.
     job, prepared = prepared_for(task, seed, parallelism)
-    pipeline = run_pipeline(job, prepared)
+    setup = setup_for(task, job, prepared)
     top = max(BUDGETS)
+    choice = isinstance(task, Choice)
     best: dict[tuple[str, int], float] = {}
 
-    def prefixes(method: str, scores: list[float]) -> None:
+    def prefixes(method: str, per_model: list[list[float]]) -> None:
         for b in BUDGETS:
-            best[(method, b)] = max(scores[:b])
+            best[(method, b)] = best_of(per_model, b)
 
     for method in methods:
-        if method in ("kt-random", "kt-bayesian"):
-            prefixes(method, kt_scores(method[3:], task, seed, top, parallelism))
+        start = time.perf_counter()
+        if method == "kt-random" or (method == "kt-bayesian" and not choice):
+            prefixes(method, kt_scores(method[3:], task, seed, top, parallelism, prepared))
+        elif method in ("kt-bayesian", "kt-progressive"):
+            for b in BUDGETS:
+                scores = kt_scores(method[3:], task, seed, b, parallelism, prepared)
+                best[(method, b)] = best_of(scores, b)
         elif method == "RandomizedSearchCV":
-            prefixes(method, randomized_scores(task, seed, top, parallelism, prepared, pipeline))
+            prefixes(method, [randomized_scores(task, seed, top, parallelism, prepared, setup)])
         elif method == "optuna-TPE":
-            prefixes(method, optuna_scores(task, seed, top, parallelism, prepared, pipeline))
-        elif method == "kt-progressive":
-            for b in BUDGETS:
-                best[(method, b)] = max(kt_scores("progressive", task, seed, b, parallelism))
+            prefixes(method, [optuna_scores(task, seed, top, parallelism, prepared, setup)])
         elif method == "HalvingRandomSearchCV":
+            # Its folds and min_resources follow the task type, the same for every model.
+            like = models_of(task)[0]
             for b in BUDGETS:
-                out = sklearn_search(method, task, seed, b, parallelism, prepared, pipeline)
+                out = sklearn_search(
+                    method,
+                    like,
+                    seed,
+                    b,
+                    parallelism,
+                    prepared,
+                    setup.pipeline,
+                    space=setup.distributions,
+                )
                 best[(method, b)] = out.score
+        if log:
+            log(f"    {task.name} seed {seed} {method}: {time.perf_counter() - start:.1f} s")
     return best
 
 
 def run_all(
-    *, seeds: int, parallelism: int, task_names: list[str] | None, log: Any
+    *, seeds: int, parallelism: int, task_names: list[str] | None, log: Callable[[str], None]
 ) -> dict[str, Any]:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     warnings.simplefilter("ignore")
     results: dict[str, Any] = {}
-    for task in TASKS:
+    for task in QUALITY_TASKS:
         if task_names and task.name not in task_names:
             continue
         rb = reference_and_baseline(task, parallelism, log)
         per_seed = []
         for seed in range(seeds):
             start = time.perf_counter()
-            per_seed.append(run_seed(task, seed, parallelism, METHODS))
+            per_seed.append(run_seed(task, seed, parallelism, METHODS, log))
             log(f"  {task.name} seed {seed}: {time.perf_counter() - start:.0f} s")
         results[task.name] = {"task": task, "rb": rb, "per_seed": per_seed}
     return results
+
+
+def describe(task: Task | Choice) -> str:
+    """The table caption's account of the task."""
+    if isinstance(task, Task):
+        return f"{task.estimator} over {', '.join(p.name for p in task.params)}; {task.metric}"
+    models = " | ".join(
+        f"{m.estimator} over {', '.join(p.name for p in m.params)}" for m in task.models
+    )
+    pre = "+".join(task.models[0].preprocessing) or "no preprocessing"
+    return (
+        f"model choice: {models}; {pre}; {task.metric}; kubetune: one ModelComparison, "
+        f"1/{len(task.models)} of the candidates per model"
+    )
 
 
 def report(results: dict[str, Any], rep: Report, seeds: int) -> list[dict[str, Any]]:
@@ -219,7 +419,7 @@ def report(results: dict[str, Any], rep: Report, seeds: int) -> list[dict[str, A
     regret_at: dict[tuple[str, str, int], float] = {}
     for name, r in results.items():
         ref, base = r["rb"]["reference"], r["rb"]["baseline"]
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for b in BUDGETS:
             scores = np.array([[s[(m, b)] for m in METHODS] for s in r["per_seed"]])
             ranks = np.array([rankdata(-row, method="average") for row in scores])
@@ -248,8 +448,7 @@ def report(results: dict[str, Any], rep: Report, seeds: int) -> list[dict[str, A
                 "mean rank",
             ],
             rows,
-            caption=f"Item 3, {name} ({task.estimator} over "
-            f"{', '.join(p.name for p in task.params)}; {task.metric}); reference "
+            caption=f"Item 3, {name} ({describe(task)}); reference "
             f"{ref:.4f} (200-trial TPE), baseline {base:.4f} (median of 50 random configs); "
             f"{seeds} seeds",
         )
@@ -293,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--parallelism", type=int, default=2)
-    parser.add_argument("--tasks", nargs="+", choices=[t.name for t in TASKS])
+    parser.add_argument("--tasks", nargs="+", choices=[t.name for t in QUALITY_TASKS])
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args(argv)
     rep = Report("Search quality")

@@ -3,6 +3,11 @@
     python bench/run.py                  # every item, full settings
     python bench/run.py --quick          # smoke run: fewer repeats, seeds and trials
     python bench/run.py --only 1,6       # only these items (1..6; 2 and 4 run together)
+    python bench/run.py --reuse 3        # item 3 as saved by an earlier run, the rest afresh
+
+Every item's section and goals are also saved to bench/out/items/item-N.json, so that a long
+item (3 with 10 seeds) can be measured once and put into a later RESULTS.md with --reuse; the
+section then says when and at which commit it was measured.
 
 Items: 1 executor throughput (throughput.py), 2 fixed cost per trial and 4 status/ledger size
 (overhead.py), 3 search quality as normalised regret (quality.py), 5 operator at scale (not
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+ITEMS = HERE / "out" / "items"
 sys.path.insert(0, str(HERE))
 
 import optuna  # noqa: E402
@@ -71,12 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="item 3 seeds (default 3; quick 1)")
     parser.add_argument("--repeats", type=int, help="item 1 repeats (default 3; quick 1)")
     parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--reuse", help="comma-separated items to take from bench/out/items/")
     args = parser.parse_args(argv)
     items = {"1", "2", "3", "4", "5", "6"}
     if args.only:
         items = {i.strip() for i in args.only.split(",")}
         if "2" in items or "4" in items:
             items |= {"2", "4"}
+    if args.reuse:
+        items |= {i.strip() for i in args.reuse.split(",")}
     seeds = args.seeds or (1 if args.quick else 3)
     repeats = args.repeats or (1 if args.quick else 3)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -159,8 +169,22 @@ def main(argv: list[str] | None = None) -> int:
         goals.extend(quality.report(results3, rep, seeds))
         rep.line(f"load average after item 3: {load()}")
 
+    reuse = {i.strip() for i in args.reuse.split(",")} if args.reuse else set()
+
     def guarded(item: str, fn: Any) -> None:
         """Run one item; a crash is reported in RESULTS.md, and the report is saved after it."""
+        saved = ITEMS / f"item-{item}.json"
+        if item in reuse:
+            earlier = json.loads(saved.read_text(encoding="utf-8"))
+            rep.paste(earlier["markdown"])
+            rep.line(
+                f"(item {item} reused: measured {earlier['date']}, kubetune {earlier['commit']}, "
+                f"load average at start {earlier['load']})"
+            )
+            goals.extend(earlier["goals"])
+            rep.write_markdown(args.output)
+            return
+        mark, first_goal, start_load = rep.mark(), len(goals), load()
         try:
             fn()
         except Exception:  # a benchmark bug must not lose the other items' figures
@@ -169,6 +193,16 @@ def main(argv: list[str] | None = None) -> int:
             rep.line(f"item {item} FAILED:")
             rep.line("```\n" + traceback.format_exc() + "```")
             goals.append({"item": item, "goal": f"item {item}", "figure": "crashed", "held": False})
+        else:
+            ITEMS.mkdir(parents=True, exist_ok=True)
+            record = {
+                "date": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
+                "commit": code_version(),
+                "load": start_load,
+                "markdown": rep.since(mark),
+                "goals": goals[first_goal:],
+            }
+            saved.write_text(json.dumps(record, indent=1), encoding="utf-8")
         rep.write_markdown(args.output)
 
     for item, fn in (("2", item_2), ("6", item_6), ("1", item_1), ("3", item_3)):

@@ -48,10 +48,12 @@ from sklearn.model_selection import (
 )
 
 from _tables import Report, code_version
-from kubetune.api import load_resource
+from kubetune.api import TuningJob, load_resource
 from kubetune.api.catalog import ESTIMATORS
+from kubetune.api.parameters import Parameter
 from kubetune.engine import Prepared, prepare, run_tuning_job
 from kubetune.estimators import MODEL_STEP
+from kubetune.planning import grid_size
 
 FOLDS = 5
 HALVING_FACTOR = 3
@@ -167,9 +169,20 @@ def grid_points_for(task: Task, budget: int) -> int:
     return min(range(2, 51), key=lambda g: (abs(g**dims - budget), g))
 
 
-def progressive_stages(task: Task, budget: int) -> list[dict[str, Any]]:
-    """About 30% grid (3 points, a random subset when larger), 30% random, the rest bayesian."""
-    grid = max(1, round(0.3 * budget))
+def grid3_size(task: Task) -> int:
+    """Points of the task's 3-point grid (what a progressive grid stage can use at most)."""
+    space = [Parameter.model_validate(p.kubetune()) for p in task.params]
+    return grid_size(space, grid_points=3)
+
+
+def progressive_stages(budget: int, *, grid_cap: int) -> list[dict[str, Any]]:
+    """About 30% grid (3 points, a random subset when larger), 30% random, the rest bayesian.
+
+    The grid stage asks for at most ``grid_cap`` points (the 3-point grid's size, see
+    grid3_size): a grid stage capped above its grid evaluates only the grid, and the budget's
+    remainder would go unused (digits-SVC at 60: 9 grid points of 18, 51 candidates in all).
+    """
+    grid = min(max(1, round(0.3 * budget)), grid_cap)
     random_ = max(1, round(0.3 * budget))
     return [
         {"method": "grid", "gridPoints": 3, "trials": grid},
@@ -238,10 +251,12 @@ def kubetune_search(
         points = grid_points_for(task, budget)
         search: dict[str, Any] = {"method": "grid", "gridPoints": points}
     elif method == "progressive":
-        search = {"method": "progressive", "stages": progressive_stages(task, budget)}
+        stages = progressive_stages(budget, grid_cap=grid3_size(task))
+        search = {"method": "progressive", "stages": stages}
     else:
         search = {"method": method, "trials": budget}
     job = load_resource(job_document(task, seed, search, parallelism))
+    assert isinstance(job, TuningJob)
     start = time.perf_counter()
     result = run_tuning_job(job, parallelism=parallelism, prepared=prepared)
     wall = time.perf_counter() - start
@@ -286,6 +301,11 @@ def release_kubetune_pool() -> None:
         pool.shutdown(wait=True)
 
 
+def sklearn_space(task: Task) -> dict[str, Any]:
+    """The task's parameters as scipy distributions for the pipeline's model step."""
+    return {f"{MODEL_STEP}__{p.name}": p.scipy() for p in task.params}
+
+
 def sklearn_search(
     method: str,
     task: Task,
@@ -294,10 +314,15 @@ def sklearn_search(
     parallelism: int,
     prepared: Prepared,
     pipeline: Any,
+    *,
+    space: Any = None,
 ) -> Outcome:
+    """One scikit-learn search; ``space`` (default: the task's parameters) may be a list of
+    dicts whose model step is itself a parameter (a model choice)."""
     release_kubetune_pool()
     X, y = prepared.data.X, prepared.data.y
-    space = {f"{MODEL_STEP}__{p.name}": p.scipy() for p in task.params}
+    if space is None:
+        space = sklearn_space(task)
     start = time.perf_counter()
     note = ""
     if method == "RandomizedSearchCV":

@@ -20,6 +20,11 @@ with ``n_jobs=P`` and ``refit=False`` on the same pipeline object kubetune build
 The parallelism-1 run gets OMP/BLAS threads = 1 so that the speedup is that of kubetune's
 workers, not of OpenMP inside HistGradientBoosting (its workers at P get cores/P threads).
 
+Both sides use joblib's loky workers. Without psutil (as here) loky runs a full gc.collect()
+in each worker about once a second; kubetune's workers freeze their imports out of the
+collector (kubetune/fold.py settle_worker), GridSearchCV's do not. With psutil installed loky
+collects only when a worker's memory grows by 300 MB, and that difference goes away.
+
 Reported: median wall ratio kubetune/GridSearchCV (goal <= 1.00), efficiency
 E = (summed fit+score seconds / cores) / wall, where the fit and score seconds are the
 in-worker wall times of every (candidate, fold) (trials.csv mean_fit_time/mean_score_time x
