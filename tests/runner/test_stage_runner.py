@@ -178,3 +178,30 @@ def test_the_ledger_keeps_the_full_table_of_every_stage() -> None:
     assert best is not None
     assert records[best.trial].fold_scores("accuracy") == best.fold_scores
     assert set(store.maps) == {"job-ledger-0"}
+
+
+def test_an_api_error_reaches_the_termination_log_without_its_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    log = tmp_path / "termination-log"
+    monkeypatch.setattr(runner, "TERMINATION_LOG", str(log))
+    monkeypatch.setenv(runner.TASK_ENV, _task().model_dump_json())
+    monkeypatch.setattr(runner, "api_client", lambda: None)
+
+    def forbidden(*args: Any, **kwargs: Any) -> int:
+        error = ApiException(status=403, reason="Forbidden")
+        error.headers = {"Audit-Id": "a1b2", "Content-Type": "application/json"}
+        error.body = json.dumps(
+            {"kind": "Status", "message": 'configmaps is forbidden: User "x" cannot create'}
+        )
+        raise error
+
+    monkeypatch.setattr(runner, "run_task", forbidden)
+    assert runner.main() == runner.EXIT_INTERNAL
+    (line,) = log.read_text().splitlines()
+    assert line == (
+        "internal error in the runner: Kubernetes API 403 Forbidden: "
+        'configmaps is forbidden: User "x" cannot create'
+    )

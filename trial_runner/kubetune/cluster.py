@@ -81,6 +81,19 @@ class StatusWriter:
             raise
 
 
+def describe(error: BaseException) -> str:
+    """One line for a user: an API error as its status and the server's message, no headers."""
+    if not isinstance(error, ApiException):
+        return f"{type(error).__name__}: {error}"
+    message = ""
+    try:
+        message = str(json.loads(error.body or "{}").get("message") or "")
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    text = f"Kubernetes API {error.status} {error.reason or ''}".rstrip()
+    return f"{text}: {message}" if message else text
+
+
 def retry(fn: Any, *args: Any, attempts: int = 6, **kwargs: Any) -> Any:
     """Call ``fn``, retrying conflicts, throttling and server errors with backoff."""
     delay = 0.5

@@ -30,7 +30,7 @@ from kubetune.api.status import (
     TuningJobStatus,
     now,
 )
-from kubetune.cluster import KubeConfigMaps, ResourceGone, StatusWriter, api_client
+from kubetune.cluster import KubeConfigMaps, ResourceGone, StatusWriter, api_client, describe
 from kubetune.engine import JobRun, Prepared, drive, open_executor, prepare
 from kubetune.ledger import ConfigMapJournal, ConfigMapStore, LedgerFull
 from kubetune.planning import StageTask
@@ -162,7 +162,7 @@ def main() -> int:
         last_words(str(error))
         return EXIT_NO_RETRY
     except Exception as error:  # the pod's last guard: one line, then a retry by the Job
-        last_words(f"internal error in the runner: {type(error).__name__}: {error}")
+        last_words(f"internal error in the runner: {describe(error)}")
         return EXIT_INTERNAL
 
 
