@@ -25,6 +25,36 @@ def test_corrected_interval_matches_the_formula_and_is_wider_than_naive() -> Non
     assert high - low > 2 * naive
 
 
+def test_interval_stays_inside_the_metric_range() -> None:
+    from kubetune.api.catalog import metric_bounds
+    from kubetune.results import best_trial
+
+    near_one = [1.0, 0.98, 1.0, 0.97, 1.0]
+    low, high = corrected_interval(near_one, test_train_ratio=0.25)
+    assert high > 1.0  # the t interval alone runs past a perfect accuracy
+    low, high = corrected_interval(near_one, test_train_ratio=0.25, bounds=(0.0, 1.0))
+    assert high == 1.0 and low < np.mean(near_one)
+    errors = [-0.01, -0.2, -0.02, -0.3, -0.01]
+    assert corrected_interval(errors, test_train_ratio=0.25, bounds=(None, 0.0))[1] == 0.0
+    assert metric_bounds("accuracy") == (0.0, 1.0)
+    assert metric_bounds("roc_auc_ovr") == (0.0, 1.0)
+    assert metric_bounds("matthews_corrcoef") == (-1.0, 1.0)
+    assert metric_bounds("r2") == (None, 1.0)
+    assert metric_bounds("neg_log_loss") == (None, 0.0)
+    assert metric_bounds("max_error") == (None, 0.0)
+    record = TrialRecord(
+        number=0,
+        stage="s1-random",
+        params={},
+        folds=[
+            FoldResult(fold=i, scores={"accuracy": s}, fit_time=0.1, score_time=0.01)
+            for i, s in enumerate(near_one)
+        ],
+    )
+    best = best_trial(record, metric="accuracy", additional=[], test_train_ratio=0.25)
+    assert best.interval95.high == 1.0
+
+
 def test_paired_test_matches_the_formula() -> None:
     b = [0.85, 0.90, 0.86, 0.90, 0.90]
     diff, t, p = corrected_paired_ttest(SCORES, b, test_train_ratio=0.25)

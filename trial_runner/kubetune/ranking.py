@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kubetune.api.catalog import metric_bounds
 from kubetune.api.status import BestTrial, Phase, RankingEntry, Significance, TrialCounts
 from kubetune.stats import corrected_interval, corrected_paired_ttest
 
@@ -44,7 +45,11 @@ def rank_models(
             message=o.message if o.phase == "Failed" else None,
         )
         if o.best is not None and o.phase != "Failed":
-            low, high = corrected_interval(o.best.fold_scores, test_train_ratio=test_train_ratio)
+            low, high = corrected_interval(
+                o.best.fold_scores,
+                test_train_ratio=test_train_ratio,
+                bounds=metric_bounds(o.best.metric),
+            )
             entry.score, entry.std, entry.params = o.best.score, o.best.std, o.best.params
             entry.interval95 = o.best.interval95.model_copy(update={"low": low, "high": high})
         entries.append((o, entry))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from kubetune.api.catalog import metric_bounds
 from kubetune.api.status import (
     MAX_FAILURE_GROUPS,
     BestTrial,
@@ -76,7 +77,9 @@ def best_trial(
     record: TrialRecord, *, metric: str, additional: Sequence[str], test_train_ratio: float
 ) -> BestTrial:
     scores = record.fold_scores(metric)
-    low, high = corrected_interval(scores, test_train_ratio=test_train_ratio)
+    low, high = corrected_interval(
+        scores, test_train_ratio=test_train_ratio, bounds=metric_bounds(metric)
+    )
     return BestTrial(
         trial=record.number,
         stage=record.stage,

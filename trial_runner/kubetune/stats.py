@@ -79,9 +79,17 @@ def t_ppf(q: float, df: float) -> float:
 
 
 def corrected_interval(
-    scores: Sequence[float], *, test_train_ratio: float, confidence: float = 0.95
+    scores: Sequence[float],
+    *,
+    test_train_ratio: float,
+    confidence: float = 0.95,
+    bounds: tuple[float | None, float | None] = (None, None),
 ) -> tuple[float, float]:
-    """Confidence interval of the mean CV score, with the Nadeau-Bengio variance correction."""
+    """Confidence interval of the mean CV score, with the Nadeau-Bengio variance correction.
+
+    ``bounds`` are the metric's own limits (``catalog.metric_bounds``): the interval is cut
+    there, so an accuracy interval never ends above 1.
+    """
     values = [float(s) for s in scores]
     mean = statistics.fmean(values)
     k = len(values)
@@ -89,7 +97,13 @@ def corrected_interval(
         return mean, mean
     variance = statistics.variance(values) * (1.0 / k + test_train_ratio)
     half = t_ppf(0.5 + confidence / 2.0, k - 1) * math.sqrt(variance)
-    return mean - half, mean + half
+    low, high = mean - half, mean + half
+    floor, ceiling = bounds
+    if floor is not None:
+        low = max(low, floor)
+    if ceiling is not None:
+        high = min(high, ceiling)
+    return low, high
 
 
 def corrected_paired_ttest(

@@ -106,5 +106,18 @@ BINARY_ONLY_METRICS: frozenset[str] = frozenset(
 DEFAULT_METRIC: dict[Task, str] = {"classification": "accuracy", "regression": "r2"}
 
 
+def metric_bounds(metric: str) -> tuple[float | None, float | None]:
+    """The values a scorer can take (None: unbounded), so that intervals stay inside them."""
+    if metric.startswith("neg_") or metric == "max_error":  # errors, negated
+        return None, 0.0
+    if metric in ("r2", "explained_variance"):
+        return None, 1.0
+    if metric == "matthews_corrcoef":
+        return -1.0, 1.0
+    if metric in CLASSIFICATION_METRICS:  # accuracy, f1, precision, recall, jaccard, roc_auc...
+        return 0.0, 1.0
+    return None, None
+
+
 def metrics_for(task: Task) -> tuple[str, ...]:
     return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
