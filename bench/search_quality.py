@@ -244,9 +244,7 @@ def job_document(task: Task, seed: int, search: dict[str, Any], parallelism: int
     }
 
 
-def kubetune_search(
-    method: str, task: Task, seed: int, budget: int, parallelism: int, prepared: Prepared
-) -> Outcome:
+def kubetune_search(method: str, task: Task, seed: int, budget: int, parallelism: int) -> Outcome:
     if method == "grid":
         points = grid_points_for(task, budget)
         search: dict[str, Any] = {"method": "grid", "gridPoints": points}
@@ -257,6 +255,9 @@ def kubetune_search(
         search = {"method": method, "trials": budget}
     job = load_resource(job_document(task, seed, search, parallelism))
     assert isinstance(job, TuningJob)
+    # A prepared job of its own (5 ms): the engine swaps its data for the workers' memory map,
+    # whose file is gone once the run ends, so the seed's shared one must stay untouched.
+    prepared = prepare(job)
     start = time.perf_counter()
     result = run_tuning_job(job, parallelism=parallelism, prepared=prepared)
     wall = time.perf_counter() - start
@@ -427,7 +428,7 @@ def run_task(
         for method in methods:
             if method.startswith("kt-"):
                 outcome = kubetune_search(
-                    method.removeprefix("kt-"), task, seed, budget, parallelism, prepared
+                    method.removeprefix("kt-"), task, seed, budget, parallelism
                 )
             else:
                 outcome = sklearn_search(
