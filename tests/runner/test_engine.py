@@ -263,24 +263,43 @@ def test_scikit_learn_n_jobs_still_works_after_a_parallel_run() -> None:
     assert len(scores) == 5
 
 
-def test_parallel_run_holds_the_data_once_in_the_shared_map_and_refits_on_it() -> None:
-    """With workers, the main process drops its own copy for the workers' memory map."""
+def test_parallel_run_holds_the_data_once_in_the_shared_map_and_gives_it_back() -> None:
+    """With workers, the main process reads the workers' memory map instead of its own copy
+    while they fit; afterwards the data is in memory again, usable by anything (the file is
+    gone, and joblib would send a map to its workers by file name)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
     from kubetune.engine import prepare, refit
 
     spec = {**IRIS_LOGREG, "search": {"method": "random", "trials": 3, "seed": 0}}
     job = tuning_job(spec)
     original = prepare(job)
     X, y = np.array(original.data.X), np.array(original.data.y)
-    one = run_tuning_job(job, parallelism=1, prepared=prepare(job))
-    assert not isinstance(one.run.prepared.data.X, np.memmap)  # no workers, no file
+    seen: list[tuple[bool, bool]] = []
+
+    class Watch:
+        def trial(self, run: Any, record: Any) -> None:
+            data = run.prepared.data
+            seen.append((isinstance(data.X, np.memmap), bool(data.X.flags.writeable)))
+
+        def stage(self, run: Any, stage: Any) -> None:
+            pass
+
+    one = run_tuning_job(job, parallelism=1, prepared=prepare(job), reporter=Watch())
+    assert seen == [(False, True)] * 3  # no workers, no file
+    seen.clear()
     shared = prepare(job)
-    two = run_tuning_job(job, parallelism=2, prepared=shared)
-    assert isinstance(shared.data.X, np.memmap) and not shared.data.X.flags.writeable
+    two = run_tuning_job(job, parallelism=2, prepared=shared, reporter=Watch())
+    assert seen == [(True, False)] * 3
+    assert not isinstance(shared.data.X, np.memmap) and shared.data.X.flags.writeable
     np.testing.assert_array_equal(shared.data.X, X)
     np.testing.assert_array_equal(shared.data.y, y)
     assert _trials(one) == _trials(two)
-    # The refit reads the map after the executor closed (its file is gone by then).
-    model = refit(two.run)
-    reference = refit(one.run)
+    scores = cross_val_score(
+        LogisticRegression(max_iter=500), shared.data.X, shared.data.y, n_jobs=2
+    )
+    assert len(scores) == 5
+    model, reference = refit(two.run), refit(one.run)
     assert model is not None and reference is not None
     np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X))

@@ -10,8 +10,9 @@ import math
 import platform
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -477,19 +478,34 @@ class JobRun:
         )
 
 
-def open_executor(prepared: Prepared, *, workers: int) -> Executor:
-    """The executor for ``prepared``'s data and folds.
+@contextmanager
+def open_executor(prepared: Prepared, *, workers: int) -> Iterator[Executor]:
+    """The executor for ``prepared``'s data and folds, closed on leaving the block.
 
-    With worker processes, ``prepared.data`` then holds the memory map of the file the workers
-    read, so the data is in memory once, in pages every process shares, rather than once more
-    privately here.
+    With worker processes, while the block runs ``prepared.data`` holds the memory map of the
+    file the workers read, so the data is in memory once, in pages every process shares, rather
+    than once more privately here. On leaving, the file is deleted and ``prepared.data`` gets an
+    in-memory copy back: a map of a deleted file fails anything that sends it to another process
+    (joblib passes memory maps by file name).
     """
     executor = Executor(
         X=prepared.data.X, y=prepared.data.y, splits=prepared.splits, workers=workers
     )
-    if executor.X is not prepared.data.X:
+    shared = executor.X is not prepared.data.X
+    if shared:
         prepared.data = replace(prepared.data, X=executor.X, y=executor.y)
-    return executor
+    try:
+        with executor:
+            yield executor
+    finally:
+        if shared:
+            prepared.data = replace(
+                prepared.data, X=_in_memory(prepared.data.X), y=_in_memory(prepared.data.y)
+            )
+
+
+def _in_memory(values: Any) -> Any:
+    return values.copy() if hasattr(values, "iloc") else np.array(values)
 
 
 @dataclass
