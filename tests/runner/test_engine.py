@@ -303,3 +303,39 @@ def test_parallel_run_holds_the_data_once_in_the_shared_map_and_gives_it_back() 
     model, reference = refit(two.run), refit(one.run)
     assert model is not None and reference is not None
     np.testing.assert_allclose(model.predict_proba(X), reference.predict_proba(X))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_bayesian_batch_is_asked_whole_before_any_of_it_is_told(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the capacity and the timing, every candidate of a batch is asked before a
+    result of that batch is told, so the same seed gives the same trials (here three models
+    share the workers, and the queue is full mid-batch)."""
+    from kubetune.strategies import StageSearch
+
+    events: dict[int, list[str]] = {}
+    ask, tell = StageSearch.ask, StageSearch.tell
+
+    def logged_ask(self: StageSearch) -> Any:
+        events.setdefault(id(self), []).append("a")
+        return ask(self)
+
+    def logged_tell(self: StageSearch, *args: Any, **kwargs: Any) -> None:
+        events.setdefault(id(self), []).append("t")
+        tell(self, *args, **kwargs)
+
+    monkeypatch.setattr(StageSearch, "ask", logged_ask)
+    monkeypatch.setattr(StageSearch, "tell", logged_tell)
+    doc = {
+        **COMPARISON,
+        "spec": {
+            **COMPARISON["spec"],
+            "search": {"method": "bayesian", "trials": 6, "seed": 3, "parallelism": 3},
+        },
+    }
+    resource = load_resource(doc)
+    assert isinstance(resource, ModelComparison)
+    result = run_comparison(resource, parallelism=workers)
+    assert result.status.phase == "Succeeded"
+    assert sorted(events.values()) == [list("aaatttaaattt")] * 3

@@ -289,6 +289,10 @@ class JobRun:
         assert self.search is not None
         return self.search.ask()
 
+    def batch_open(self) -> bool:
+        """More candidates of the current batch must be asked now (see StageSearch)."""
+        return self.search is not None and not self.finished and self.search.batch_open
+
     def tell(self, candidate: Candidate, folds: list[FoldResult]) -> TrialRecord:
         assert self.search is not None
         plan = self.search.plan
@@ -552,15 +556,20 @@ def drive(
             for offset in range(len(active)):
                 run = active[(turn + offset) % len(active)]
                 if run.can_ask():
-                    pending = _Pending(run=run, candidate=run.ask())
-                    for fold in range(executor.folds):
-                        future = executor.submit(
-                            pipeline=run.pipeline,
-                            params=pending.candidate.params,
-                            fold=fold,
-                            metrics=run.metrics,
-                        )
-                        inflight[future] = pending
+                    # A bayesian batch is asked whole, even past the capacity (by at most
+                    # parallelism - 1 candidates): its candidates must not depend on timing.
+                    first = True
+                    while first or run.batch_open():
+                        first = False
+                        pending = _Pending(run=run, candidate=run.ask())
+                        for fold in range(executor.folds):
+                            future = executor.submit(
+                                pipeline=run.pipeline,
+                                params=pending.candidate.params,
+                                fold=fold,
+                                metrics=run.metrics,
+                            )
+                            inflight[future] = pending
                     progress = True
                     turn += 1
                     break

@@ -178,6 +178,16 @@ class StageSearch:
             return (self.asked - self.told) < self.batch and self._batch_open
         return True
 
+    @property
+    def batch_open(self) -> bool:
+        """A bayesian batch has begun and is not yet all asked.
+
+        The driver asks the rest at once, before any result can come back: otherwise a later
+        candidate of the batch would see an earlier one finished or still running depending on
+        timing, and the same seed would not give the same trials.
+        """
+        return self.plan.method == "bayesian" and self._pending > 0 and self.can_ask()
+
     def ask(self) -> Candidate:
         if self._unasked_orphans:
             frozen = self._unasked_orphans.pop(0)
