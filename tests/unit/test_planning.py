@@ -125,3 +125,19 @@ def test_plan_stage_defaults() -> None:
 def test_grid_cap() -> None:
     search = SearchSpec(method="grid", trials=10)
     assert planned_trials(plan_stage(search=search, index=0, space=SPACE, seed=0)) == 10
+
+
+def test_each_stage_narrows_the_last_one_by_the_factor() -> None:
+    best = {"n": 200, "depth": 8, "frac": 0.5, "C": 1.0}
+    refinement = Refinement(factor=0.3, top_k=1)
+    second = refine_space(space=SPACE, original=SPACE, top=[best], refinement=refinement)
+    third = refine_space(space=second, original=SPACE, top=[best], refinement=refinement)
+    widths = [
+        {p.name: (p.float_.high - p.float_.low) for p in s if p.float_ and not p.float_.log}
+        for s in (SPACE, second, third)
+    ]
+    assert widths[1]["frac"] == pytest.approx(0.3 * 0.9)
+    assert widths[2]["frac"] == pytest.approx(0.3 * 0.3 * 0.9)
+    (c,) = [p.float_ for p in third if p.name == "C"]
+    assert c is not None
+    assert math.log(c.high / c.low) == pytest.approx(0.09 * math.log(1e6), rel=1e-6)

@@ -172,8 +172,8 @@ def refine_space(
     """The next stage's space, narrowed around the finished stage's best trials.
 
     Each numeric range becomes the smallest range that holds the top-k values and is at least
-    ``refinement.factor`` of the original width, centred on the best value, moved (not cut) to
-    stay inside the original bounds; log ranges are narrowed in log space. A categorical keeps the
+    ``refinement.factor`` of the finished stage's width, centred on the best value, moved (not
+    cut) to stay inside the original bounds; log ranges are narrowed in log space. A categorical keeps the
     choices the top-k used, in their original order. With no successful trial the space is kept.
 
     Args:
@@ -209,7 +209,10 @@ def _refine(
     if not points:
         return param
     best = points[0]
-    width = factor * (hi_b - lo_b)
+    # Each stage narrows the last one's range by the factor (stage 3 is factor^2 as wide as the
+    # original); the top-k values keep it from closing in on a single lucky trial.
+    current = param.int_ or param.float_
+    width = factor * (t(current.high) - t(current.low)) if current else factor * (hi_b - lo_b)
     lo = min(min(points), best - width / 2)
     hi = max(max(points), best + width / 2)
     if lo < lo_b:

@@ -189,7 +189,7 @@ class Refinement(ApiModel):
     """How a progressive stage narrows the space around the previous stage's best trials."""
 
     factor: float = Field(default=0.3, gt=0, le=1)
-    """Smallest width of a narrowed numeric range, as a fraction of the original width."""
+    """Smallest width of a narrowed numeric range, as a fraction of the previous stage's width."""
     top_k: int = Field(default=5, ge=1, le=20)
     """How many of the previous stage's best trials the new space must contain."""
 
