@@ -160,8 +160,10 @@ def test_a_progressive_search_runs_three_stage_jobs_to_success(cluster: Cluster)
     spaces = [{p["name"]: p for p in s["space"]} for s in stages]
     assert spaces[0]["C"]["float"] == {"low": 0.01, "high": 100.0, "log": True}
     widths = [math.log(s["C"]["float"]["high"] / s["C"]["float"]["low"]) for s in spaces]
-    assert widths[1] < widths[0] and widths[2] <= widths[1]  # log range, never below the factor
-    assert widths[2] == pytest.approx(0.2 * widths[0])
+    # Each stage narrows the last (log range) by the factor, or less to hold the top-k values.
+    assert widths[1] < widths[0] and widths[2] < widths[1]
+    for wider, narrower in itertools.pairwise(widths):
+        assert narrower >= 0.2 * wider * (1 - 1e-9)
     for before, after in itertools.pairwise(spaces):
         original, narrow = spaces[0]["C"]["float"], after["C"]["float"]
         assert original["low"] <= narrow["low"] < narrow["high"] <= original["high"]

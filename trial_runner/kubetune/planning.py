@@ -173,8 +173,9 @@ def refine_space(
 
     Each numeric range becomes the smallest range that holds the top-k values and is at least
     ``refinement.factor`` of the finished stage's width, centred on the best value, moved (not
-    cut) to stay inside the original bounds; log ranges are narrowed in log space. A categorical keeps the
-    choices the top-k used, in their original order. With no successful trial the space is kept.
+    cut) to stay inside the original bounds; log ranges are narrowed in log space. A
+    categorical keeps the choices the top-k used, in their original order. With no successful
+    trial the space is kept.
 
     Args:
         space: the finished stage's space.
