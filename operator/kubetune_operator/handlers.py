@@ -110,16 +110,18 @@ def probe(**_: Any) -> str:
 
 
 # --- indexes: what is observed, kept by kopf from its watches ---------------------------------
+# Async although they never await: kopf runs a sync handler in a thread (a hop, a copied
+# context and a shielded task per watch event), which costs more than these small functions.
 
 
 @kopf.index("batch", "v1", "jobs", labels=OWNED)
-def stage_jobs(name: str, namespace: str, labels: Any, body: Any, **_: Any) -> Any:
+async def stage_jobs(name: str, namespace: str, labels: Any, body: Any, **_: Any) -> Any:
     parent = labels.get(LABEL_TUNINGJOB)
     return {(namespace, parent): JobView.from_body(dict(body))} if parent else None
 
 
 @kopf.index(*TJ, labels={LABEL_COMPARISON: kopf.PRESENT})
-def comparison_children(namespace: str, labels: Any, body: Any, **_: Any) -> Any:
+async def comparison_children(namespace: str, labels: Any, body: Any, **_: Any) -> Any:
     return {(namespace, labels[LABEL_COMPARISON]): ChildView.from_body(dict(body))}
 
 
@@ -141,8 +143,17 @@ async def tuningjob_changed(
 
 
 def _report_ended(status: Any, **_: Any) -> bool:
-    report = (status or {}).get("report") or {}
-    return is_terminal(report.get("phase"))
+    """A stage's final report that the operator has not taken in yet.
+
+    The report stays in status after its stage is recorded as ended: without this check, every
+    later change of the resource (the operator's own writes too) started one more pass.
+    """
+    status = status or {}
+    report = status.get("report") or {}
+    if not is_terminal(report.get("phase")) or is_terminal(status.get("phase")):
+        return False
+    stages = [s for s in status.get("stages") or [] if s.get("name") == report.get("stage")]
+    return not stages or not is_terminal(stages[0].get("phase"))
 
 
 @kopf.on.event(*TJ, when=_report_ended)

@@ -52,6 +52,8 @@ class Metrics:
         for kind in KINDS:  # every series from the start, at zero, rather than missing
             self.reconcile_errors.labels(kind=kind)
             self.reconcile_seconds.labels(kind=kind)
+            for phase in PHASES:
+                self.resources.labels(kind=kind, phase=phase)
         self._phases: dict[tuple[str, str, str], str] = {}
         self._server: Any = None
         self._thread: Any = None
@@ -69,15 +71,21 @@ class Metrics:
             server.server_close()
 
     def observe_phase(self, *, kind: str, namespace: str, name: str, phase: str | None) -> None:
-        """Track one resource's phase (None when it is gone) and refresh the gauge."""
+        """Track one resource's phase (None when it is gone) and move the gauge.
+
+        Called on every reconcile pass: the gauge moves by one, never by counting every
+        resource again (that made each pass cost O(resources)).
+        """
         key = (kind, namespace, name)
-        if phase is None:
-            self._phases.pop(key, None)
-        else:
+        old = self._phases.pop(key, None) if phase is None else self._phases.get(key)
+        if phase is not None:
             self._phases[key] = phase
-        for p in PHASES:
-            count = sum(1 for (k, _, _), v in self._phases.items() if k == kind and v == p)
-            self.resources.labels(kind=kind, phase=p).set(count)
+        if old == phase:
+            return
+        if old in PHASES:
+            self.resources.labels(kind=kind, phase=old).dec()
+        if phase in PHASES:
+            self.resources.labels(kind=kind, phase=phase).inc()
 
     def observe_events(self, events: list[Event], *, stage_trials: int = 0) -> None:
         """Count a TuningJob pass's stage transitions, and the trials of the stages it ended.
