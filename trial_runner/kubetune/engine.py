@@ -538,6 +538,18 @@ def drive(
     limit = max_active or len(runs)
     inflight: dict[Future[FoldResult], _Pending] = {}
     capacity = 1 if executor.workers == 1 else 2 * executor.workers + executor.folds
+
+    def submit_candidate(run: JobRun) -> None:
+        pending = _Pending(run=run, candidate=run.ask())
+        for fold in range(executor.folds):
+            future = executor.submit(
+                pipeline=run.pipeline,
+                params=pending.candidate.params,
+                fold=fold,
+                metrics=run.metrics,
+            )
+            inflight[future] = pending
+
     turn = 0
     while True:
         active = [r for r in active if not r.finished]
@@ -556,20 +568,11 @@ def drive(
             for offset in range(len(active)):
                 run = active[(turn + offset) % len(active)]
                 if run.can_ask():
+                    submit_candidate(run)
                     # A bayesian batch is asked whole, even past the capacity (by at most
                     # parallelism - 1 candidates): its candidates must not depend on timing.
-                    first = True
-                    while first or run.batch_open():
-                        first = False
-                        pending = _Pending(run=run, candidate=run.ask())
-                        for fold in range(executor.folds):
-                            future = executor.submit(
-                                pipeline=run.pipeline,
-                                params=pending.candidate.params,
-                                fold=fold,
-                                metrics=run.metrics,
-                            )
-                            inflight[future] = pending
+                    while run.batch_open():
+                        submit_candidate(run)
                     progress = True
                     turn += 1
                     break
@@ -766,7 +769,5 @@ def refit(run: JobRun) -> Pipeline | None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # The data may be the read-only memory map the workers shared: every scikit-learn
-        # estimator fits on one (its common checks fit on read-only memmaps).
         model.fit(run.prepared.data.X, run.prepared.data.y)
     return model
