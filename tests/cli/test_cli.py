@@ -139,6 +139,29 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
         ]
 
 
+def test_bad_file_with_parallelism_exits_at_once_despite_warm_workers(tmp_path: Path) -> None:
+    """`kubetune run` starts its workers before validating; a bad file still gives one line
+    and an exit that does not wait on them."""
+    script = Path(sys.executable).with_name("kubetune")
+    found = str(script) if script.exists() else shutil.which("kubetune")
+    if found is None:
+        pytest.skip("the kubetune console script is not installed")
+    document = yaml.safe_load((BAD / "13-fixed-param-typo.yaml").read_text())
+    document["spec"]["search"]["parallelism"] = 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(document))
+    done = subprocess.run(
+        [found, "run", str(bad), "--no-model", "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBETUNE_DEBUG": ""},
+        check=False,
+    )
+    assert done.returncode == cli.EXIT_INPUT, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "n_estimator" in done.stderr
+
+
 # --- the file itself --------------------------------------------------------------------------
 
 
