@@ -637,9 +637,13 @@ def plan_comparison(
             events.append(Event("Normal", "Succeeded", message))
     elif spec.suspend:
         phase, reason, message = "Suspended", "Suspended", "suspended"
+        if current.phase != "Suspended":
+            events.append(Event("Normal", "Suspended", f"suspended with {st.progress} models done"))
     else:
         phase, reason = "Running", "ModelsRunning"
         message = f"{len(finished)} of {len(outcomes)} models finished"
+        if current.phase == "Suspended":
+            events.append(Event("Normal", "Resumed", f"resumed with {st.progress} models done"))
     for o in failed:
         if o.model not in {r.model for r in current.ranking if r.phase == "Failed"}:
             events.append(Event("Warning", "ModelFailed", f"model {o.model} failed: {o.message}"))

@@ -571,10 +571,18 @@ def test_comparison_suspend_propagates_to_children() -> None:
     d = plan_mc(mc(suspend=True), {}, [child("forest"), child("svm", "Succeeded", 0.9)])
     assert d.actions == [SetChildSuspend("wine-forest", True)]
     assert d.status["phase"] == "Suspended"
+    assert [e.reason for e in d.events] == ["Started", "Suspended"]
+    still = plan_mc(
+        mc(suspend=True),
+        d.status,
+        [child("forest", suspended=True), child("svm", "Succeeded", 0.9)],
+    )
+    assert still.events == []
     back = plan_mc(
         mc(), d.status, [child("forest", suspended=True), child("svm", "Succeeded", 0.9)]
     )
     assert SetChildSuspend("wine-forest", False) in back.actions
+    assert [e.reason for e in back.events] == ["Resumed"]
     assert [b["metadata"]["name"] for b in creates(back)] == ["wine-knn"]
 
 
