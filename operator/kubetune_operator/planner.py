@@ -471,6 +471,9 @@ def plan_tuning(
         actions.append(SetJobSuspend(job.name, False))
     if current.phase == "Suspended":
         events.append(Event("Normal", "Resumed", f"resumed {stage.name}"))
+    if job.suspended and spec.queue_name:
+        # Not admitted yet (or preempted): nothing runs, so the resource must not say Running.
+        return finish("Pending", "Queued", f"{stage.name} waits for Kueue queue {spec.queue_name}")
     return finish("Running", "StageRunning", f"running {stage.name}")
 
 

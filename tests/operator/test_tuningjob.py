@@ -487,12 +487,14 @@ def test_kueue_queue_jobs_are_created_suspended_and_never_unsuspended_by_the_ope
     job = world.wait_job("forest-s1-grid")
     assert job["metadata"]["labels"][KUEUE_QUEUE] == "team-a"
     assert job["spec"]["suspend"] is True
-    assert world.wait_phase("forest", "Running")["phase"] == "Running"
+    queued = world.wait_phase("forest", "Pending")
+    assert "team-a" in queued["message"]
     world.settle()
     assert world.calls(verb="patch", plural="jobs") == []
     assert world.job("forest-s1-grid")["spec"]["suspend"] is True
 
     world.api.patch(JOBS, "forest-s1-grid", {"spec": {"suspend": False}})  # Kueue admits it
+    assert world.wait_phase("forest", "Running")["phase"] == "Running"
     world.finish_stage("forest", S1, TOP_S1)
     second = world.wait_job("forest-s2-random")
     assert second["spec"]["suspend"] is True and second["metadata"]["labels"][KUEUE_QUEUE]

@@ -207,7 +207,12 @@ def test_kueue_queue_label_and_created_suspended_never_unsuspended() -> None:
     assert job["spec"]["suspend"] is True
     queued = JobView(name="forest-s1-grid", suspended=True)
     d = plan(spec, first.status, [queued])
-    assert d.actions == [] and d.status["phase"] == "Running"
+    assert d.actions == [] and d.status["phase"] == "Pending"
+    running_condition = next(c for c in d.status["conditions"] if c["type"] == "Running")
+    assert (running_condition["status"], running_condition["reason"]) == ("False", "Queued")
+    assert "team-queue" in d.status["message"]
+    admitted = plan(spec, d.status, [running("forest-s1-grid")])
+    assert admitted.actions == [] and admitted.status["phase"] == "Running"
 
 
 def test_status_patch_holds_only_operator_fields_that_changed() -> None:

@@ -346,19 +346,23 @@ def phase_conditions(
     message: str = "",
     generation: int | None = None,
 ) -> list[Condition]:
-    """Set all four condition types consistently with ``phase``."""
+    """Set all four condition types consistently with ``phase``.
+
+    Pending explains itself on the Running condition (False, with its reason: Queued, say).
+    """
     for kind, holds in (
         (CONDITION_RUNNING, phase == "Running"),
         (CONDITION_SUCCEEDED, phase == "Succeeded"),
         (CONDITION_FAILED, phase == "Failed"),
         (CONDITION_SUSPENDED, phase == "Suspended"),
     ):
+        explains = holds or (kind == CONDITION_RUNNING and phase == "Pending")
         conditions = set_condition(
             conditions,
             type=kind,
             status=holds,
-            reason=reason if holds else f"Not{kind}",
-            message=message if holds else "",
+            reason=reason if explains else f"Not{kind}",
+            message=message if explains else "",
             generation=generation,
         )
     return conditions
