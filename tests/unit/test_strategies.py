@@ -127,3 +127,49 @@ def test_gp_sampler_runs_pytorch_on_one_thread() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bayesian_startup_covers_each_range_evenly(seed: int) -> None:
+    # 16 trials start with 4 points: one in each quarter of x's range (independent draws land
+    # so in fewer than one case in ten).
+    search = _search("bayesian", seed=seed, trials=16, parallelism=4)
+    startup = [search.ask() for _ in range(4)]
+    quarters = sorted(int((c.params["x"] + 5.0) // 2.5) for c in startup)
+    assert quarters == [0, 1, 2, 3]
+
+
+def test_bayesian_startup_is_shortened_by_warm_start() -> None:
+    spec = SearchSpec(method="bayesian", trials=16, seed=0, parallelism=4)
+    plan = plan_stage(search=spec, index=0, space=SPACE, seed=0)
+    previous = [({"x": x, "k": 3, "layers": [8]}, -abs(x)) for x in (-4.0, -1.0, 2.0)]
+    search = StageSearch(plan, warm_start=previous)
+    fixed = StageSearch(plan)
+    first = search.ask()
+    # One startup point left after three earlier trials: the same as a cold stage's first.
+    assert first.params == fixed.ask().params
+    assert search.ask().params != fixed.ask().params
+
+
+@pytest.mark.parametrize(
+    ("dist", "expected"),
+    [
+        ({"float": {"low": 1e-3, "high": 1e3, "log": True}}, [1e-3, 1.0, 1e3]),
+        ({"float": {"low": 0.0, "high": 1.0, "step": 0.25}}, [0.0, 0.5, 1.0]),
+        # each integer owns +-0.5 around it on the log scale
+        ({"int": {"low": 1, "high": 100, "log": True}}, [1, 7, 100]),
+        ({"int": {"low": 2, "high": 10, "step": 2}}, [2, 6, 10]),
+        ({"categorical": ["a", "b", "c"]}, ["a", "b", "c"]),
+    ],
+)
+def test_from_unit_spans_the_distribution(dist: dict[str, Any], expected: list[Any]) -> None:
+    from kubetune.space import distributions
+    from kubetune.strategies import from_unit
+
+    (d,) = distributions([Parameter.model_validate({"name": "p", **dist})]).values()
+    got = [from_unit(u, d) for u in (0.0, 0.5, 0.999999)]
+    if isinstance(expected[0], float):
+        assert got == pytest.approx(expected, rel=0.02)
+    else:
+        assert got == expected
+    assert all(d._contains(d.to_internal_repr(v)) for v in got)

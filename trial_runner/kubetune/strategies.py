@@ -69,6 +69,59 @@ def random_point(plan: StagePlan, number: int, dists: dict[str, Any]) -> dict[st
     return dict(scratch.ask(dists).params)
 
 
+def startup_trials(budget: int) -> int:
+    """How many candidates a bayesian stage of ``budget`` draws before its model takes over."""
+    return max(2, min(10, budget // 4))
+
+
+class StartupDesign:
+    """A bayesian stage's first candidates: a scrambled Sobol sequence, not independent draws.
+
+    A small budget's few startup points then cover every parameter's range evenly (each
+    dimension stratified), where random ones leave gaps and clusters that TPE's first model
+    inherits; Ax and SMAC start the same way. Point ``number`` depends only on the seed, so a
+    resumed stage proposes what the original would have.
+    """
+
+    def __init__(self, plan: StagePlan, *, count: int, dists: dict[str, Any]) -> None:
+        from scipy.stats import qmc
+
+        self._dists = dists
+        # A power of two keeps the sequence's balance; the first ``count`` points are used.
+        size = 1 << max(0, (count - 1).bit_length())
+        rng = np.random.default_rng([plan.seed, 0x50B01])
+        self._unit = qmc.Sobol(d=len(dists), scramble=True, seed=rng).random(size)
+
+    def __len__(self) -> int:
+        return len(self._unit)
+
+    def __getitem__(self, number: int) -> dict[str, Any]:
+        row = self._unit[number]
+        return {
+            name: from_unit(float(u), dist)
+            for (name, dist), u in zip(self._dists.items(), row, strict=True)
+        }
+
+
+def from_unit(u: float, dist: Any) -> Any:
+    """The value at quantile ``u`` in [0, 1) of an optuna distribution, on its own scale."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return dist.choices[min(int(u * len(dist.choices)), len(dist.choices) - 1)]
+    if dist.log:
+        # Integers on a log scale: each integer owns the interval around it, as optuna samples.
+        pad = 0.5 if isinstance(dist, optuna.distributions.IntDistribution) else 0.0
+        low, high = math.log(dist.low - pad), math.log(dist.high + pad)
+        value = math.exp(low + u * (high - low))
+        if pad:
+            return int(min(max(round(value), dist.low), dist.high))
+        return float(min(max(value, dist.low), dist.high))
+    if dist.step is None:
+        return float(dist.low + u * (dist.high - dist.low))
+    count = round((dist.high - dist.low) / dist.step) + 1
+    value = dist.low + dist.step * min(int(u * count), count - 1)
+    return int(value) if isinstance(dist, optuna.distributions.IntDistribution) else float(value)
+
+
 def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler:
     if plan.method == "grid":
         # Grid points are enqueued one by one (see GridOrder); the sampler never has to choose.
@@ -78,7 +131,7 @@ def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler
         return optuna.samplers.QMCSampler(seed=plan.seed, scramble=True)
     if plan.method == "random":
         return optuna.samplers.RandomSampler(seed=plan.seed)
-    startup = max(2, min(10, budget // 4))
+    startup = startup_trials(budget)
     if plan.sampler == "gp":
         _single_threaded_torch()
         return optuna.samplers.GPSampler(seed=plan.seed, n_startup_trials=startup)
@@ -156,6 +209,18 @@ class StageSearch:
                     )
                     self.warm_started += 1
         self._grid = GridOrder(plan, count=self.planned) if plan.method == "grid" else None
+        # The startup candidates the model would otherwise draw at random: fewer when earlier
+        # stages' trials already seed it (those count towards its startup).
+        seeded = sum(
+            bool(t.system_attrs.get("fixed_params_warm_start"))
+            for t in self.study.get_trials(deepcopy=False)
+        )
+        bayesian = plan.method == "bayesian" and bool(self._dists)
+        startup = startup_trials(self.planned) - seeded if bayesian else 0
+        self._startup = (
+            StartupDesign(plan, count=startup, dists=self._dists) if startup > 0 else None
+        )
+        self._startup_count = max(0, startup)
         self.asked = len(self.resumed) + len(self._orphans)
         self.told = len(self.resumed)
         self.failed = sum(t.state == TrialState.FAIL for t in self.resumed)
@@ -207,6 +272,8 @@ class StageSearch:
             self.study.enqueue_trial(
                 random_point(self.plan, self.asked, self._dists), skip_if_exists=False
             )
+        elif self._startup is not None and self.asked < self._startup_count:
+            self.study.enqueue_trial(self._startup[self.asked], skip_if_exists=False)
         trial = self.study.ask(self._dists)
         number = self.plan.trial_offset + self.asked
         trial.set_user_attr(NUMBER_ATTR, number)
