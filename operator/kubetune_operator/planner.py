@@ -384,6 +384,10 @@ def plan_tuning(
     index = len(st.stages) - 1
     assert stage.job_name is not None
     job = jobs.get(stage.job_name)
+    if job is None and stage.phase == "Succeeded":
+        # It ended and its report was taken in; the Job may be gone since (a TTL, a user) while
+        # the next stage waited: it must not run again.
+        job = JobView(name=stage.job_name, succeeded=1, complete=True)
 
     if job is None:
         # Recorded but not observed (an operator restart, or the create did not land): create

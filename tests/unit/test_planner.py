@@ -433,6 +433,17 @@ def test_suspended_after_a_stage_waits_to_start_the_next() -> None:
     assert [b["metadata"]["name"] for b in creates(resumed)] == ["forest-s2-random"]
 
 
+def test_a_finished_stage_whose_job_is_gone_is_not_run_again() -> None:
+    """While the next stage waits (suspended), a TTL or a user may delete the finished Job."""
+    status = {**plan(tj(), {}).status, "report": report("s1-grid")}
+    done = JobView(name="forest-s1-grid", succeeded=1, complete=True)
+    waiting = plan(tj(suspend=True), status, [done])
+    gone = plan(tj(suspend=True), waiting.status, [])
+    assert gone.actions == [] and gone.events == [] and gone.status["phase"] == "Suspended"
+    resumed = plan(tj(), gone.status, [])
+    assert [b["metadata"]["name"] for b in creates(resumed)] == ["forest-s2-random"]
+
+
 def test_invalid_spec_fails_once_with_a_warning() -> None:
     d = plan_invalid(
         kind="TuningJob", status={}, message="spec.estimator.name: unknown", generation=3
