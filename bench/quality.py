@@ -17,8 +17,8 @@ seed changes only the searches. For each seed, budgets 30 and 60 candidates:
   first 10 of each model: its models run side by side, and a random candidate depends only on
   the seed and its number within its model). Plain TPE does not depend on the budget, so its
   first 30 trials are a 30-trial run.
-- kubetune bayesian does the same on a single-model task, though its TPE takes
-  max(2, min(10, budget // 4)) random startup trials: the first 30 trials of a 60-trial run
+- kubetune bayesian does the same on a single-model task, though it starts with
+  max(2, min(10, budget // 4)) Sobol points before TPE: the first 30 trials of a 60-trial run
   start with 10, a 30-trial run with 7. On the model choice, where that is 2 of a model's 10
   trials against 5 of 20, it runs once per budget.
 - kubetune progressive and HalvingRandomSearchCV depend on the budget: one run per budget

@@ -87,13 +87,11 @@ class StartupDesign:
         from scipy.stats import qmc
 
         self._dists = dists
+        self.count = count
         # A power of two keeps the sequence's balance; the first ``count`` points are used.
         size = 1 << max(0, (count - 1).bit_length())
         rng = np.random.default_rng([plan.seed, 0x50B01])
         self._unit = qmc.Sobol(d=len(dists), scramble=True, seed=rng).random(size)
-
-    def __len__(self) -> int:
-        return len(self._unit)
 
     def __getitem__(self, number: int) -> dict[str, Any]:
         row = self._unit[number]
@@ -220,7 +218,6 @@ class StageSearch:
         self._startup = (
             StartupDesign(plan, count=startup, dists=self._dists) if startup > 0 else None
         )
-        self._startup_count = max(0, startup)
         self.asked = len(self.resumed) + len(self._orphans)
         self.told = len(self.resumed)
         self.failed = sum(t.state == TrialState.FAIL for t in self.resumed)
@@ -272,7 +269,7 @@ class StageSearch:
             self.study.enqueue_trial(
                 random_point(self.plan, self.asked, self._dists), skip_if_exists=False
             )
-        elif self._startup is not None and self.asked < self._startup_count:
+        elif self._startup is not None and self.asked < self._startup.count:
             self.study.enqueue_trial(self._startup[self.asked], skip_if_exists=False)
         trial = self.study.ask(self._dists)
         number = self.plan.trial_offset + self.asked
