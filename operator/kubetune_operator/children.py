@@ -10,7 +10,13 @@ import hashlib
 from typing import Any
 
 from kubetune.api.base import API_VERSION
-from kubetune.api.spec import ModelComparisonSpec, ModelSpec, TuningJobSpec
+from kubetune.api.spec import (
+    ModelComparisonSpec,
+    ModelSpec,
+    RunnerSpec,
+    SearchSpec,
+    TuningJobSpec,
+)
 from kubetune.planning import StageTask
 from kubetune_operator.config import OperatorConfig
 
@@ -27,6 +33,14 @@ RUNNER_COMMAND = ["python", "-m", "kubetune.runner"]
 EXIT_BAD_INPUT = 2
 """The runner's exit code for bad input: the Job fails at once instead of retrying."""
 MAX_NAME = 63
+PASSED_ON: dict[str, type[SearchSpec] | type[RunnerSpec] | None] = {
+    "search": SearchSpec,
+    "queueName": None,
+    "runner": RunnerSpec,
+}
+"""Child TuningJob fields that follow the comparison's after creation (with the model that
+normalises each): the budget and the cluster settings. The rest of a child's spec is the search
+definition, which cannot change; ``suspend`` is passed on by itself."""
 
 
 def child_name(parent: str, suffix: str) -> str:
@@ -178,3 +192,34 @@ def child_tuningjob(
         },
         "spec": child.to_dict(),
     }
+
+
+def child_settings_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch of a child's spec that brings its :data:`PASSED_ON` fields to ``desired``.
+
+    Both sides are compared through their models, so that defaults the API server or the
+    user's YAML filled in do not count as a change; empty when nothing differs.
+    """
+
+    def normal(key: str, value: Any) -> Any:
+        model = PASSED_ON[key]
+        return value if model is None else model.model_validate(value or {}).to_dict()
+
+    patch: dict[str, Any] = {}
+    for key in PASSED_ON:
+        if normal(key, current.get(key)) != normal(key, desired.get(key)):
+            patch[key] = merge_patch(current.get(key), desired.get(key))
+    return patch
+
+
+def merge_patch(current: Any, desired: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns ``current`` into ``desired``."""
+    if not isinstance(current, dict) or not isinstance(desired, dict):
+        return desired
+    patch: dict[str, Any] = {key: None for key in current if key not in desired}
+    for key, value in desired.items():
+        if key not in current:
+            patch[key] = value
+        elif current[key] != value:
+            patch[key] = merge_patch(current[key], value)
+    return patch

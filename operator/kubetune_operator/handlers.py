@@ -40,6 +40,7 @@ from kubetune_operator.planner import (
     DeleteJob,
     JobView,
     Meta,
+    PatchChildSpec,
     SetChildSuspend,
     SetJobSuspend,
     plan_comparison,
@@ -471,6 +472,10 @@ async def _carry_out(
         elif isinstance(action, SetChildSuspend):
             await kube.set_child_suspend(
                 namespace=meta.namespace, name=action.name, suspend=action.suspend
+            )
+        elif isinstance(action, PatchChildSpec):
+            await kube.patch_child_spec(
+                namespace=meta.namespace, name=action.name, patch=action.patch
             )
         elif isinstance(action, DeleteJob):
             await kube.delete_job(namespace=meta.namespace, name=action.name)

@@ -118,6 +118,10 @@ class Kube:
         )
 
     async def set_child_suspend(self, *, namespace: str, name: str, suspend: bool) -> None:
+        await self.patch_child_spec(namespace=namespace, name=name, patch={"suspend": suspend})
+
+    async def patch_child_spec(self, *, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch of a child TuningJob's spec (the operator created the child)."""
         await self._call(
             self.custom.patch_namespaced_custom_object,
             GROUP,
@@ -125,7 +129,7 @@ class Kube:
             namespace,
             "tuningjobs",
             name,
-            {"spec": {"suspend": suspend}},
+            {"spec": patch},
             _content_type=MERGE_PATCH,
             ok=frozenset({404}),
         )

@@ -36,7 +36,13 @@ from kubetune.planning import (
 )
 from kubetune.ranking import ModelOutcome, rank_models, verdict
 from kubetune.stats import default_test_train_ratio
-from kubetune_operator.children import child_name, child_tuningjob, stage_job
+from kubetune_operator.children import (
+    PASSED_ON,
+    child_name,
+    child_settings_patch,
+    child_tuningjob,
+    stage_job,
+)
 from kubetune_operator.config import OperatorConfig
 
 OPERATOR_FIELDS = (
@@ -144,11 +150,19 @@ class SetChildSuspend:
 
 
 @dataclass(frozen=True)
+class PatchChildSpec:
+    """A merge patch of a child TuningJob's spec (its budget and cluster settings)."""
+
+    name: str
+    patch: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class DeleteJob:
     name: str
 
 
-Action = CreateObject | SetJobSuspend | SetChildSuspend | DeleteJob
+Action = CreateObject | SetJobSuspend | SetChildSuspend | PatchChildSpec | DeleteJob
 
 
 @dataclass(frozen=True)
@@ -518,14 +532,18 @@ class ChildView:
     name: str
     suspended: bool
     status: TuningJobStatus
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The child's spec fields that follow the comparison's (children.PASSED_ON)."""
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ChildView:
         status: TuningJobStatus = parse_status(TuningJobStatus, body.get("status"))
+        spec = body.get("spec") or {}
         return cls(
             name=body["metadata"]["name"],
-            suspended=bool((body.get("spec") or {}).get("suspend")),
+            suspended=bool(spec.get("suspend")),
             status=status,
+            settings={k: spec[k] for k in PASSED_ON if k in spec},
         )
 
 
@@ -570,28 +588,44 @@ def plan_comparison(
                 "Normal", "Started", f"comparing {len(spec.models)} models ({spec.execution.mode})"
             )
         )
+    updated = []
     for model in spec.models:
         name = names[model.name]
         child = children.get(name)
+        desired = child_tuningjob(
+            comparison=meta.name,
+            namespace=meta.namespace,
+            uid=meta.uid,
+            spec=spec,
+            model=model,
+            seed=seed,
+            suspend=spec.suspend,
+        )
         if child is None:
             if spec.suspend or len(running) >= limit:
                 continue
-            actions.append(
-                CreateObject(
-                    child_tuningjob(
-                        comparison=meta.name,
-                        namespace=meta.namespace,
-                        uid=meta.uid,
-                        spec=spec,
-                        model=model,
-                        seed=seed,
-                        suspend=spec.suspend,
-                    )
-                )
-            )
+            actions.append(CreateObject(desired))
             running.append(model)
-        elif child.suspended != spec.suspend and not is_terminal(child.status.phase):
+            continue
+        if is_terminal(child.status.phase):
+            continue
+        if child.suspended != spec.suspend:
             actions.append(SetChildSuspend(name, spec.suspend))
+        # Budget edits reach the models already running too; each child takes them at its
+        # next stage, as a TuningJob edited directly would.
+        patch = child_settings_patch(child.settings, desired["spec"])
+        if patch:
+            actions.append(PatchChildSpec(name, patch))
+            updated.append(model.name)
+    if updated and current.observed_generation != meta.generation:
+        events.append(
+            Event(
+                "Normal",
+                "ModelsUpdated",
+                f"search and runner settings passed on to {len(updated)} unfinished "
+                f"models ({', '.join(updated)}); each takes them at its next stage",
+            )
+        )
 
     outcomes = []
     for model in spec.models:

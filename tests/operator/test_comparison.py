@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from tests.operator.actors import World, best_trial, comparison, trial
+from tests.operator.actors import World, best_trial, comparison, task_of, trial
 from tests.operator.harness import MODELCOMPARISONS, TUNINGJOBS, wait_for
 
 from kubetune.api.spec import ModelComparisonSpec
@@ -207,6 +207,32 @@ def test_suspending_a_comparison_suspends_its_children_and_resuming_resumes_them
     values = [w["spec"]["suspend"] for w in child_writes]
     assert values == sorted(values, reverse=True) and values.count(False) >= 2
     assert values.count(True) >= 2
+
+
+def test_a_budget_edit_reaches_the_running_children_at_their_next_stage(world: World) -> None:
+    stages = [{"method": "random", "trials": 2}, {"method": "random", "trials": 3}]
+    search = {"method": "progressive", "stages": stages, "seed": 11}
+    world.create(comparison("grow", ["logreg", "svc"], search=search))
+    running = {m: world.wait_job(f"grow-{m}-s1-random") for m in ("logreg", "svc")}
+
+    bigger = [stages[0], {"method": "random", "trials": 6}]
+    world.edit("grow", {"search": {**search, "stages": bigger}}, MC)
+    for model in ("logreg", "svc"):
+        child = f"grow-{model}"
+        assert wait_for(lambda c=child: world.get(c)["spec"]["search"]["stages"][1]["trials"] == 6)
+        assert world.get(child)["spec"]["search"]["seed"] == 11
+    wait_for(lambda: "ModelsUpdated" in world.reasons("grow"))
+    world.settle()
+    # The stages already running keep their frozen plan: their Jobs were never written again.
+    for model, job in running.items():
+        assert world.job(f"grow-{model}-s1-random") == job
+    assert world.calls(verb="patch", plural="jobs") == []
+
+    best = best_trial("s1-random", 1, {"C": 1.0}, FOLDS["svc"])
+    top = [trial("s1-random", 1, best["params"], best["score"])]
+    world.finish_stage("grow-svc", "s1-random", top, completed=2, best=best)
+    assert task_of(world.wait_job("grow-svc-s2-random")).plan.trials == 6
+    assert world.reasons("grow").count("ModelsUpdated") == 1
 
 
 def test_deleting_a_comparison_deletes_its_children_and_their_jobs(world: World) -> None:

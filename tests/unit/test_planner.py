@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from kubetune.api import ModelComparisonSpec, TuningJobSpec
-from kubetune_operator.children import KUEUE_QUEUE, LABEL_TUNINGJOB, TASK_ENV
+from kubetune_operator.children import (
+    KUEUE_QUEUE,
+    LABEL_TUNINGJOB,
+    TASK_ENV,
+    child_tuningjob,
+    merge_patch,
+)
 from kubetune_operator.config import OperatorConfig
 from kubetune_operator.planner import (
     OPERATOR_FIELDS,
@@ -18,6 +24,7 @@ from kubetune_operator.planner import (
     Decision,
     JobView,
     Meta,
+    PatchChildSpec,
     SetChildSuspend,
     SetJobSuspend,
     plan_comparison,
@@ -505,7 +512,20 @@ def child(
     score: float | None = None,
     folds: list[float] | None = None,
     suspended: bool = False,
+    spec: ModelComparisonSpec | None = None,
 ) -> ChildView:
+    """A child as the comparison ``spec`` created it (default: ``mc()``), with this status."""
+    spec = spec or mc()
+    model = next(m for m in spec.models if m.name == name)
+    body = child_tuningjob(
+        comparison=MC_META.name,
+        namespace=MC_META.namespace,
+        uid=MC_META.uid,
+        spec=spec,
+        model=model,
+        seed=3,
+        suspend=suspended,
+    )
     status: dict[str, Any] = {"phase": phase, "trials": {"completed": 4, "planned": 4}}
     if score is not None:
         status["best"] = {
@@ -520,9 +540,7 @@ def child(
         }
     if phase == "Failed":
         status["message"] = "stage s1-random failed: boom"
-    return ChildView.from_body(
-        {"metadata": {"name": f"wine-{name}"}, "spec": {"suspend": suspended}, "status": status}
-    )
+    return ChildView.from_body({**body, "status": status})
 
 
 def test_parallel_comparison_creates_every_child_with_the_same_seed_and_folds() -> None:
@@ -600,6 +618,78 @@ def test_comparison_suspend_propagates_to_children() -> None:
     assert SetChildSuspend("wine-forest", False) in back.actions
     assert [e.reason for e in back.events] == ["Resumed"]
     assert [b["metadata"]["name"] for b in creates(back)] == ["wine-knn"]
+
+
+def test_a_budget_edit_reaches_the_unfinished_children_once_with_one_event() -> None:
+    created = {**MC, "search": {"method": "random", "trials": 4, "seed": 3}}
+    kids = [
+        child("forest", spec=mc(**created)),
+        child("svm", "Succeeded", 0.9, spec=mc(**created)),
+        child("knn", spec=mc(**created)),
+    ]
+    first = plan_mc(mc(), {}, kids)
+    assert [a for a in first.actions if isinstance(a, PatchChildSpec)] == []
+
+    edited = {**MC, "search": {"method": "random", "trials": 9, "seed": 3, "parallelism": 2}}
+    meta = Meta(name="wine", namespace="team", uid="uid-mc", generation=2)
+    d = plan_comparison(
+        meta=meta,
+        spec=mc(**edited),
+        status=first.status,
+        children={c.name: c for c in kids},
+        new_seed=5,
+        now=NOW,
+    )
+    patch = {"search": {"trials": 9, "parallelism": 2}}
+    # The finished model is left as it is; the others get only the fields that changed.
+    assert d.actions == [PatchChildSpec("wine-forest", patch), PatchChildSpec("wine-knn", patch)]
+    assert [(e.reason, e.message) for e in d.events] == [
+        (
+            "ModelsUpdated",
+            "search and runner settings passed on to 2 unfinished models (forest, knn); "
+            "each takes them at its next stage",
+        )
+    ]
+    # A later pass that still sees the old children repeats the (idempotent) patch, not the
+    # event; once the children carry the new settings, nothing is written.
+    again = plan_comparison(
+        meta=meta,
+        spec=mc(**edited),
+        status=d.status,
+        children={c.name: c for c in kids},
+        new_seed=5,
+        now=NOW,
+    )
+    assert len(again.actions) == 2 and again.events == []
+    caught_up = [child(n, spec=mc(**edited)) for n in ("forest", "knn")]
+    quiet = plan_comparison(
+        meta=meta,
+        spec=mc(**edited),
+        status=d.status,
+        children={c.name: c for c in caught_up},
+        new_seed=5,
+        now=NOW,
+    )
+    assert [a for a in quiet.actions if not isinstance(a, CreateObject)] == []
+
+
+def test_defaults_filled_in_by_the_server_are_not_a_budget_change() -> None:
+    kid = child("forest")
+    filled = {**kid.settings, "runner": {}, "search": {**kid.settings["search"], "parallelism": 1}}
+    d = plan_mc(mc(), {}, [ChildView(kid.name, False, kid.status, filled)])
+    assert [a for a in d.actions if isinstance(a, PatchChildSpec)] == []
+
+
+def test_merge_patch_removes_what_the_new_spec_leaves_out() -> None:
+    current = {"method": "progressive", "stages": [{"method": "grid"}], "maxFailedTrials": 3}
+    desired = {"method": "random", "trials": 5}
+    assert merge_patch(current, desired) == {
+        "method": "random",
+        "stages": None,
+        "maxFailedTrials": None,
+        "trials": 5,
+    }
+    assert merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": 1}}) == {"a": {"c": None}}
 
 
 def test_a_malformed_status_is_survived_not_crash_looped() -> None:
