@@ -457,6 +457,155 @@ def test_ctrl_c_keeps_finished_trials(
     assert not (output / "model.skops").exists()
 
 
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, trials: int) -> None:
+    """The next run gets Ctrl-C once ``trials`` trials have finished."""
+    real_drive = engine.drive
+
+    def drive_then_interrupt(runs: Any, executor: Any, *, reporter: Any = None, **kw: Any) -> None:
+        class Interrupting:
+            seen = 0
+
+            def trial(self, run: Any, record: Any) -> None:
+                reporter.trial(run, record)
+                Interrupting.seen += 1
+                if Interrupting.seen == trials:
+                    raise KeyboardInterrupt
+
+            def stage(self, run: Any, stage: Any) -> None:
+                reporter.stage(run, stage)
+
+        real_drive(runs, executor, reporter=Interrupting(), **kw)
+
+    monkeypatch.setattr(engine, "drive", drive_then_interrupt)
+
+
+def count_fits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the fold fits of the following runs (parallelism 1: they run in this process)."""
+    from kubetune import executor
+
+    fits = [0]
+    real = executor.fit_and_score
+
+    def counted(**kwargs: Any) -> Any:
+        fits[0] += 1
+        return real(**kwargs)
+
+    monkeypatch.setattr(executor, "fit_and_score", counted)
+    return fits
+
+
+def test_an_interrupted_run_resumes_without_fitting_its_finished_trials_again(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(job_yaml(trials=6))
+    reference = tmp_path / "whole"
+    assert run_cli(capsys, "run", str(path), "-o", str(reference), "--no-model")[0] == 0
+
+    output = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--no-model")
+    assert code == cli.EXIT_INTERRUPTED
+    assert "the same command resumes the run" in err
+    assert (output / "journal.log").exists()
+
+    fits = count_fits(monkeypatch)
+    code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--no-model")
+    assert code == cli.EXIT_OK, err
+    assert f"resuming the interrupted run in {output}: 2 finished trials kept" in err
+    assert fits[0] == 4 * 3  # the 4 trials left, 3 folds each
+    key = ("trial", "stage", "state", "param_C", "split0_test_accuracy", "mean_test_accuracy")
+    resumed = [tuple(t[k] for k in key) for t in read_trials(output)]
+    assert resumed == [tuple(t[k] for k in key) for t in read_trials(reference)]
+    # The run ended: its journal is gone, and the next run starts afresh.
+    assert not (output / "journal.log").exists() and not (output / "journal.json").exists()
+    assert run_cli(capsys, "run", str(path), "-o", str(output), "--no-model")[0] == 0
+    assert fits[0] == 4 * 3 + 6 * 3
+
+
+def test_a_resumed_run_keeps_the_seed_it_chose_and_restart_starts_over(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(job_yaml(trials=6).replace(", seed: 7", ""))  # the run chooses a seed
+    output = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 3)
+        assert run_cli(capsys, "run", str(path), "-o", str(output))[0] == cli.EXIT_INTERRUPTED
+    seed = yaml.safe_load((output / "status.yaml").read_text())["status"]["reproducibility"]
+    seed = seed["seed"]
+
+    code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--no-model")
+    assert code == cli.EXIT_OK and "3 finished trials kept" in err
+    status = yaml.safe_load((output / "status.yaml").read_text())["status"]
+    assert status["reproducibility"]["seed"] == seed
+    assert status["trials"]["completed"] == 6
+
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        run_cli(capsys, "run", str(path), "-o", str(output))
+    fits = count_fits(monkeypatch)
+    code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--no-model", "--restart")
+    assert code == cli.EXIT_OK and "resuming" not in err
+    assert fits[0] == 6 * 3
+
+
+def test_an_interrupted_comparison_resumes_each_model_from_its_own_trials(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "comparison.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            apiVersion: kubetune.io/v1alpha1
+            kind: ModelComparison
+            metadata: {name: iris-models}
+            spec:
+              dataset: {builtin: iris}
+              models:
+              - {name: logreg, estimator: {name: LogisticRegression}}
+              - {name: knn, estimator: {name: KNeighborsClassifier}}
+              search: {method: random, trials: 4, seed: 7}
+              cv: {folds: 3}
+              execution: {mode: sequential}
+            """
+        )
+    )
+    output = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 6)  # logreg done, knn half way
+        assert run_cli(capsys, "run", str(path), "-o", str(output))[0] == cli.EXIT_INTERRUPTED
+    fits = count_fits(monkeypatch)
+    code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--no-model")
+    assert code == cli.EXIT_OK, err
+    assert "6 finished trials kept" in err
+    assert fits[0] == 2 * 3
+    rows = read_trials(output)
+    assert sorted((r["model"], r["trial"]) for r in rows) == sorted(
+        (m, str(t)) for m in ("logreg", "knn") for t in range(4)
+    )
+
+
+def test_an_interrupted_run_of_another_spec_is_not_resumed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(job_yaml(trials=6))
+    output = tmp_path / "out"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        run_cli(capsys, "run", str(path), "-o", str(output))
+    path.write_text(job_yaml(trials=8))
+    code, out, err = run_cli(capsys, "run", str(path), "-o", str(output))
+    assert code == cli.EXIT_INPUT and "Traceback" not in out + err
+    assert err.strip().splitlines() == [
+        f"error: {output} holds an interrupted run of a different spec; pass --restart to "
+        "discard it, or choose another --output"
+    ]
+    assert (output / "journal.log").exists()  # nothing was thrown away
+
+
 def test_ctrl_c_while_loading(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

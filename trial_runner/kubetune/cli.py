@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-model", action="store_true", help="do not refit and save the best model")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    run.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over instead of resuming an interrupted run in the output folder",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check a file without fitting anything")
@@ -184,7 +189,7 @@ def read_document(path: Path) -> dict[str, Any]:
     return document
 
 
-def load(path: Path, *, warm_workers: int | None = None) -> Any:
+def load(path: Path, *, warm_workers: int | None = None, seed: int | None = None) -> Any:
     """Read, validate and prepare a resource: everything short of fitting.
 
     Args:
@@ -192,6 +197,7 @@ def load(path: Path, *, warm_workers: int | None = None) -> Any:
         warm_workers: start this many worker processes (or the spec's parallelism if 0) as
             soon as the YAML is read, so that they import scikit-learn while this process
             imports the engine and loads the data. None starts none.
+        seed: the seed of an interrupted run that this one resumes (else the spec's, or new).
     """
     document = read_document(path)
     if warm_workers is not None:
@@ -205,6 +211,11 @@ def load(path: Path, *, warm_workers: int | None = None) -> Any:
 
     try:
         resource = load_resource(document)
+        if seed is not None:
+            search = resource.spec.search.model_copy(update={"seed": seed})
+            resource = resource.model_copy(
+                update={"spec": resource.spec.model_copy(update={"search": search})}
+            )
         prepared = prepare(resource, base_dir=path.parent)
     except SpecError as error:
         raise InputError(error.problems) from None
@@ -326,18 +337,50 @@ def cmd_crds(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from kubetune import checkpoint
+
+    name = (read_document(args.file).get("metadata") or {}).get("name")
+    folder = args.output or Path("kubetune-results") / str(name)
+    interrupted = None
+    if isinstance(name, str):  # else load() says what is wrong
+        if args.restart:
+            checkpoint.discard(folder)
+        try:
+            interrupted = checkpoint.find_interrupted(
+                folder=folder, document=read_document(args.file)
+            )
+        except checkpoint.CheckpointError as error:
+            raise InputError([str(error)]) from None
     # Read the file before the heavy imports, so the workers start while this process imports.
-    document, resource, prepared = load(args.file, warm_workers=args.parallelism or 0)
+    document, resource, prepared = load(
+        args.file,
+        warm_workers=args.parallelism or 0,
+        seed=interrupted.seed if interrupted else None,
+    )
 
     from kubetune.engine import JobRun, run_comparison, run_tuning_job
     from kubetune.output import write_model, write_status, write_trials
     from kubetune.report import ProgressBar, comparison_summary, tuning_summary
 
-    folder = args.output or Path("kubetune-results") / resource.metadata.name
+    dataset = prepared.reproducibility.dataset
+    fingerprint = dataset.fingerprint if dataset else None
+    if interrupted and interrupted.dataset_fingerprint not in (None, fingerprint):
+        raise InputError(
+            [f"{folder}: the data changed since the interrupted run; pass --restart to start over"]
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError([f"--output: cannot create {folder}: {error.strerror}"]) from None
+    journal = checkpoint.open_journal(
+        folder=folder, document=document, seed=prepared.seed, dataset=fingerprint
+    )
+    if interrupted:
+        print(
+            f"resuming the interrupted run in {folder}: "
+            f"{checkpoint.finished_trials(journal)} finished trials kept (--restart starts over)",
+            file=sys.stderr,
+        )
     runs: list[JobRun] = []
     progress: ProgressBar | None = None
 
@@ -369,6 +412,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 reporter=_Reporter(),
                 parallelism=args.parallelism,
                 runs_out=runs,
+                storage=journal,
             )
             status: Any = tuned.status
             summary = tuning_summary(tuned.status)
@@ -380,6 +424,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 reporter=_Reporter(),
                 parallelism=args.parallelism,
                 runs_out=runs,
+                storage=journal,
             )
             status = compared.status
             summary = comparison_summary(compared.status)
@@ -389,10 +434,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.close()
         _write_interrupted(folder=folder, document=document, runs=runs, kind=kind)
         done = sum(len(r.records) for r in runs)
-        print(f"interrupted: kept {done} finished trials in {folder}", file=sys.stderr)
+        print(
+            f"interrupted: kept {done} finished trials in {folder}; "
+            "the same command resumes the run",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     if progress:
         progress.close()
+    checkpoint.discard(folder)  # the run ended: the next one starts afresh
     write_status(folder=folder, resource=document, status=status)
     write_trials(folder=folder, runs=runs)
     print(summary)

@@ -387,7 +387,14 @@ class JobRun:
             plan,
             warm_start=warm,
             storage=self.storage,
-            study_name=plan.name if self.storage is not None else None,
+            # A local comparison keeps every model's stages in one journal.
+            study_name=(
+                None
+                if self.storage is None
+                else f"{self.model}.{plan.name}"
+                if self.model
+                else plan.name
+            ),
             after_tell=self.after_tell,
         )
         for trial in self.search.resumed:
@@ -606,6 +613,7 @@ def run_tuning_job(
     parallelism: int | None = None,
     prepared: Prepared | None = None,
     runs_out: list[JobRun] | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> TuningResult:
     """Run every stage of a TuningJob locally and return its final status.
 
@@ -617,6 +625,7 @@ def run_tuning_job(
         prepared: a ``prepare(job)`` result, if already made.
         runs_out: receives the run as soon as it exists, so a caller interrupted with Ctrl-C
             still has the finished trials.
+        storage: a trial journal; stages found there resume (see kubetune.checkpoint).
     """
     prepared = prepared or prepare(job, base_dir=base_dir)
     spec = job.spec.model_copy(
@@ -630,6 +639,7 @@ def run_tuning_job(
             prepared=prepared,
             test_train_ratio=ex.test_train_ratio,
             generation=job.metadata.generation,
+            storage=storage,
         )
         if runs_out is not None:
             runs_out.append(run)
@@ -651,8 +661,13 @@ def run_comparison(
     parallelism: int | None = None,
     prepared: Prepared | None = None,
     runs_out: list[JobRun] | None = None,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> ComparisonResult:
-    """Tune every model on the same folds with the same budget, then rank them."""
+    """Tune every model on the same folds with the same budget, then rank them.
+
+    ``storage`` is a trial journal that every model's stages resume from, as in
+    :func:`run_tuning_job`.
+    """
     prepared = prepared or prepare(comparison, base_dir=base_dir)
     spec = comparison.spec
     search = spec.search.model_copy(update={"seed": prepared.seed})
@@ -667,6 +682,7 @@ def run_comparison(
                 prepared=prepared,
                 test_train_ratio=ex.test_train_ratio,
                 model=model.name,
+                storage=storage,
             )
             runs.append(run)
         if runs_out is not None:
