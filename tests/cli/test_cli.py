@@ -139,6 +139,20 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
         ]
 
 
+def test_console_script_freezes_the_heap_before_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The installed script is console(), which returns main's code and freezes the objects
+    # alive so that the interpreter's final collection skips them.
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["kubetune"] == "kubetune.cli:console"
+    calls: list[str] = []
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or cli.EXIT_FAILED)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))
+    assert cli.console() == cli.EXIT_FAILED
+    assert calls == ["main", "freeze"]
+
+
 def test_bad_file_with_parallelism_exits_at_once_despite_warm_workers(tmp_path: Path) -> None:
     """`kubetune run` starts its workers before validating; a bad file still gives one line
     and an exit that does not wait on them."""

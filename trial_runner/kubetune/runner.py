@@ -12,6 +12,7 @@ readable line goes to the termination log, which the operator shows in status.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 import time
@@ -232,4 +233,6 @@ def run_task(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    gc.freeze()  # exit without the final collection over everything imported (see cli.console)
+    sys.exit(code)
