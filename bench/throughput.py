@@ -269,6 +269,10 @@ def measure(
         "fit_inflation": statistics.median(
             a.fit_score / b.fit_score for a, b in zip(kt, kt1, strict=True)
         ),
+        # Wall time not covered by fits: start-up (interpreters, imports, data, workers), dispatch,
+        # the idle tail and exit. At P the fits' share is their sum / P.
+        "outside_kt": statistics.median(r.wall - r.fit_score / parallelism for r in kt),
+        "outside_kt1": statistics.median(r.wall - r.fit_score for r in kt1),
         "trial_s": statistics.median(r.trial_median for r in kt),
         "same_scores": same,
         "max_diff": max(diffs),
@@ -332,6 +336,8 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
                 f"{r['speedup']:.2f}",
                 f"{r['fit_inflation']:.2f}",
                 f"{parallelism / r['fit_inflation']:.2f}",
+                f"{r['outside_kt1']:.2f}",
+                f"{r['outside_kt']:.2f}",
                 "yes" if r["same_scores"] else f"NO (max diff {r['max_diff']:.2g})",
             )
         )
@@ -372,14 +378,34 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
             f"speedup p{parallelism}/p1",
             "fit slowdown p2 vs p1",
             "speedup bound",
+            "outside fits p1 s",
+            f"outside fits p{parallelism} s",
             "same scores",
         ],
         summary,
         caption=f"Item 1, medians (E = summed in-worker fit+score s / {parallelism} cores / "
         "wall; E(CPU) = user+sys CPU s / cores / wall; fit slowdown = summed fit+score s at "
-        f"p{parallelism} / at p1, the same fits; speedup bound = {parallelism} / fit slowdown)",
+        f"p{parallelism} / at p1, the same fits; speedup bound = {parallelism} / fit slowdown; "
+        "outside fits = wall - summed fit+score s / workers: start-up, dispatch, idle tail, exit)",
+    )
+    floor = import_floor()
+    rep.line(
+        f"start-up floor: a fresh `python -c 'import kubetune.fold'` (what each worker imports: "
+        f"scikit-learn, SciPy, pandas) takes {floor['wall']:.2f} s wall, {floor['cpu']:.2f} s CPU "
+        f"(median of {floor['runs']}); at p{parallelism} the main process and {parallelism} "
+        f"workers each pay it on {os.cpu_count()} cores"
     )
     return goals
+
+
+def import_floor(runs: int = 5) -> dict[str, float]:
+    """Wall and CPU seconds of a fresh interpreter importing the worker's fitting code."""
+    measured = [timed([sys.executable, "-c", "import kubetune.fold"]) for _ in range(runs)]
+    return {
+        "wall": statistics.median(m[0] for m in measured),
+        "cpu": statistics.median(m[1] for m in measured),
+        "runs": runs,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
