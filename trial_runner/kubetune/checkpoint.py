@@ -90,29 +90,38 @@ def _file_journal(path: Path) -> Any:
     optuna's own ``JournalFileBackend`` serves several processes: it takes a file lock and
     reads the file again on every storage read, which cost 3.4 ms per trial here (1,000
     DummyClassifier trials: 8.8 s, against 6.3 s with this one and 5.4 s with no journal). One
-    writer needs neither: the log is kept in memory and each appended line is written and
-    flushed at once, so a killed run keeps every finished trial.
+    writer needs neither: the log is kept in memory and each append opens the file, writes and
+    closes it, so a killed run keeps every finished trial and no handle is left open when the
+    journal is discarded (Windows cannot delete an open file).
     """
     from optuna.storages.journal import BaseJournalBackend
 
     class FileJournal(BaseJournalBackend):
         def __init__(self) -> None:
             self._logs: list[dict[str, Any]] = []
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    try:
-                        self._logs.append(json.loads(line))
-                    except ValueError:  # a line cut short by a kill: the trial never ended
-                        break
-            self._file = path.open("a")
+            if not path.exists():
+                return
+            text = path.read_bytes()
+            whole = 0  # bytes of complete, readable lines
+            for line in text.splitlines(keepends=True):
+                try:
+                    if not line.endswith(b"\n"):
+                        raise ValueError
+                    self._logs.append(json.loads(line))
+                except ValueError:  # a line cut short by a kill: that trial never ended
+                    break
+                whole += len(line)
+            if whole < len(text):  # drop it, or the next line would be appended to it
+                with path.open("r+b") as file:
+                    file.truncate(whole)
 
         def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
             return self._logs[log_number_from:]
 
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
             self._logs += logs
-            self._file.write("".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs))
-            self._file.flush()
+            with path.open("a") as file:
+                file.write("".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs))
 
     return FileJournal()
 
