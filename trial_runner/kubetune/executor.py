@@ -125,7 +125,7 @@ class Executor:
                 result = self._pool.submit(_worker_fold, self._path, *task).result()
             except BrokenProcessPool as error:
                 result = _died(fold=task[2], metrics=task[3], error=error)
-            except BaseException as error:  # the pool cannot start: the search fails
+            except Exception as error:  # the pool cannot start: the search fails
                 outer.set_exception(error)
                 continue
             outer.set_result(result)
