@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,14 +23,32 @@ pytestmark = pytest.mark.runner
 
 
 class DiesInFit(RegressorMixin, BaseEstimator):
-    """Predicts the mean; with ``die=True`` its fit kills its own process, as the OOM killer."""
+    """Predicts the mean; with ``die=True`` its fit kills its own process, as the OOM killer.
 
-    def __init__(self, die: bool = False) -> None:
+    ``touch`` names a file the fit creates as it starts, ``wait_for`` one it waits for (at most
+    60 s, then it fails): two fits that wait for each other both succeed only side by side.
+    """
+
+    def __init__(
+        self, die: bool = False, touch: str = "", wait_for: str = "", exit_code: int = 0
+    ) -> None:
         self.die = die
+        self.touch = touch
+        self.wait_for = wait_for
+        self.exit_code = exit_code
 
     def fit(self, X: Any, y: Any) -> DiesInFit:
         if self.die:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.exit_code:
+            raise SystemExit(self.exit_code)
+        if self.touch:
+            Path(self.touch).touch()
+        deadline = time.monotonic() + 60
+        while self.wait_for and not Path(self.wait_for).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.wait_for} never appeared")
+            time.sleep(0.01)
         self.mean_ = float(np.mean(y))
         return self
 
@@ -56,3 +78,72 @@ def test_a_fit_that_kills_its_worker_fails_alone_and_the_pool_recovers() -> None
         # The pool works again for what comes next.
         after = executor.submit(pipeline=pipeline, params={}, fold=1, metrics=["r2"])
         assert after.result(timeout=300).error is None
+
+
+def test_fits_submitted_while_the_reruns_go_on_run_in_parallel_after_them(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    splits = list(KFold(n_splits=3).split(X))
+    pipeline = Pipeline([("model", DiesInFit())])
+    gate, a, b = (str(tmp_path / name) for name in ("gate", "a", "b"))
+    with Executor(X=X, y=y, splits=splits, workers=2) as executor:
+
+        def submit(**params: Any) -> Any:
+            return executor.submit(pipeline=pipeline, params=params, fold=0, metrics=["r2"])
+
+        died = submit(die=True)
+        gated = submit(wait_for=gate)  # its rerun lasts until the gate opens
+        deadline = time.monotonic() + 120
+        while not executor._recovering:  # the pool broke: the reruns are under way
+            assert time.monotonic() < deadline, "the worker never died"
+            time.sleep(0.01)
+        # Held until the reruns are done, then sent to the pool together: each waits for the
+        # other, so run one at a time they would both fail.
+        pair = [submit(touch=a, wait_for=b), submit(touch=b, wait_for=a)]
+        Path(gate).touch()
+        assert died.result(timeout=300).error is not None
+        assert gated.result(timeout=300).error is None
+        for future in pair:
+            assert future.result(timeout=300).error is None
+
+
+def test_a_rerun_that_raises_system_exit_reaches_the_caller_and_the_reruns_go_on() -> None:
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    splits = list(KFold(n_splits=3).split(X))
+    pipeline = Pipeline([("model", DiesInFit())])
+    with Executor(X=X, y=y, splits=splits, workers=2) as executor:
+        futures = [
+            executor.submit(pipeline=pipeline, params=params, fold=0, metrics=["r2"])
+            for params in ({"die": True}, {"exit_code": 3}, {})
+        ]
+        with pytest.raises(SystemExit):
+            futures[1].result(timeout=120)
+        assert futures[2].result(timeout=120).error is None
+
+
+class Unloadable:
+    """Pickles, but cannot be unpickled: a task the workers cannot even read."""
+
+    def __reduce__(self) -> Any:
+        return (_refuse, ())
+
+
+def _refuse() -> None:
+    raise pickle.UnpicklingError("cannot load this")
+
+
+def test_a_pool_broken_by_a_task_that_cannot_be_read_fails_the_search_as_before() -> None:
+    # No worker died: that is not a fit to fail alone, and the error says what happened.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    splits = list(KFold(n_splits=3).split(X))
+    pipeline = Pipeline([("model", DiesInFit())])
+    with Executor(X=X, y=y, splits=splits, workers=2) as executor:
+        future = executor.submit(
+            pipeline=pipeline, params={"touch": Unloadable()}, fold=0, metrics=["r2"]
+        )
+        with pytest.raises(BrokenProcessPool, match="un-serialize"):
+            future.result(timeout=300)

@@ -6,24 +6,26 @@ that numpy arrays are memory-mapped from, never with each task.
 
 A worker that dies in a fit (killed for using too much memory, or a crash in native code) breaks
 the whole pool and fails every fit in flight. Those fits run again one at a time on a fresh pool:
-the one that kills its worker again fails alone, with that reason, and the search goes on.
+the one that kills its worker again fails alone, with that reason, and the search goes on; fits
+submitted meanwhile wait for the reruns, then go to the pool as usual.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
 import threading
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 from sklearn.pipeline import Pipeline
 
 from kubetune.fold import FoldResult, Split, _worker_fold, fit_and_score
@@ -40,8 +42,11 @@ class Executor:
         self.X, self.y = X, y
         self._dir: str | None = None
         self._pool: Any = None
+        # After a worker died: the fits that were in the broken pool (rerun one at a time) and
+        # the fits submitted meanwhile (sent to the pool once the reruns are done).
         self._lock = threading.Lock()
-        self._orphans: deque[tuple[Future[FoldResult], _Task]] = deque()
+        self._suspects: deque[tuple[Future[FoldResult], _Task]] = deque()
+        self._held: deque[tuple[Future[FoldResult], _Task]] = deque()
         self._recovering = False
         self._closed = False
         if self.workers > 1:
@@ -56,14 +61,15 @@ class Executor:
     def submit(
         self, *, pipeline: Pipeline, params: dict[str, Any], fold: int, metrics: Sequence[str]
     ) -> Future[FoldResult]:
-        if self._pool is not None:
+        if self.workers > 1:
             task: _Task = (pipeline, params, fold, list(metrics))
             outer: Future[FoldResult] = Future()
             with self._lock:
-                if self._recovering:  # after the isolated reruns, in order
-                    self._orphans.append((outer, task))
+                if self._recovering:
+                    self._held.append((outer, task))
                     return outer
-            self._send(outer, task)
+                pool = self._pool
+            self._send(pool, outer, task)
             return outer
         done: Future[FoldResult] = Future()
         done.set_result(
@@ -84,61 +90,82 @@ class Executor:
         """Mean n_test / n_train over the folds, for the corrected variance."""
         return float(np.mean([len(test) / len(train) for train, test in self._splits]))
 
-    def _send(self, outer: Future[FoldResult], task: _Task) -> None:
+    def _send(self, pool: Any, outer: Future[FoldResult], task: _Task) -> None:
         try:
-            inner = self._pool.submit(_worker_fold, self._path, *task)
-        except BrokenProcessPool:
-            self._orphan(outer, task)
+            inner = pool.submit(_worker_fold, self._path, *task)
+        except BaseException as error:
+            self._settle_error(error, outer, task)
             return
         inner.add_done_callback(lambda done: self._settle(done, outer, task))
 
     def _settle(self, inner: Future[FoldResult], outer: Future[FoldResult], task: _Task) -> None:
-        # Runs in the pool's result thread.
+        # Runs in the pool's result thread (or in _send, if the fit is already done).
         if inner.cancelled():
             outer.cancel()
-        elif isinstance(inner.exception(), BrokenProcessPool):
-            self._orphan(outer, task)
-        elif inner.exception() is not None:
-            outer.set_exception(inner.exception())
+        elif (error := inner.exception()) is not None:
+            self._settle_error(error, outer, task)
         else:
-            outer.set_result(inner.result())
+            _resolve(outer, result=inner.result())
 
-    def _orphan(self, outer: Future[FoldResult], task: _Task) -> None:
+    def _settle_error(self, error: BaseException, outer: Future[FoldResult], task: _Task) -> None:
+        # Only a worker that died breaks the pool this way; a task or result that cannot be
+        # unpickled also breaks it, and fails the search with loky's message, as before.
+        if not isinstance(error, TerminatedWorkerError):
+            _resolve(outer, error=error)
+            return
         with self._lock:
-            self._orphans.append((outer, task))
-            if self._recovering or self._closed:
+            if self._closed:
+                return
+            self._suspects.append((outer, task))
+            if self._recovering:
                 return
             self._recovering = True
-        threading.Thread(target=self._rerun_orphans, name="kubetune-rerun", daemon=True).start()
+        threading.Thread(target=self._rerun_suspects, name="kubetune-rerun", daemon=True).start()
 
-    def _rerun_orphans(self) -> None:
-        """Run the fits of a broken pool one at a time, each on a pool that works."""
-        while True:
+    def _rerun_suspects(self) -> None:
+        """Rerun the fits of a broken pool one at a time: one that breaks it again fails alone."""
+        pool: Any = None
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or not self._suspects:
+                        held = list(self._held)
+                        self._held.clear()
+                        self._recovering = False
+                        break
+                    outer, task = self._suspects.popleft()
+                try:
+                    pool = get_pool(self.workers)  # joblib replaces a broken pool with a new one
+                    with self._lock:
+                        if self._closed:
+                            outer.cancel()
+                            continue
+                        self._pool = pool
+                    result = pool.submit(_worker_fold, self._path, *task).result()
+                except TerminatedWorkerError as error:
+                    result = _died(fold=task[2], metrics=task[3], error=error)
+                except BaseException as error:  # to the caller, as concurrent.futures does
+                    _resolve(outer, error=error)
+                    continue
+                _resolve(outer, result=result)
+        finally:
             with self._lock:
-                if self._closed or not self._orphans:
-                    self._recovering = False
-                    return
-                outer, task = self._orphans.popleft()
-            try:
-                # joblib replaces a broken reusable pool with a fresh one.
-                self._pool = get_pool(self.workers)
-                result = self._pool.submit(_worker_fold, self._path, *task).result()
-            except BrokenProcessPool as error:
-                result = _died(fold=task[2], metrics=task[3], error=error)
-            except Exception as error:  # the pool cannot start: the search fails
-                outer.set_exception(error)
-                continue
-            outer.set_result(result)
+                self._recovering = False
+        if self._closed:
+            return
+        for outer, task in held:
+            self._send(self._pool if pool is None else pool, outer, task)
 
     def close(self, *, kill: bool = False) -> None:
         with self._lock:
             self._closed = True
-            for outer, _ in self._orphans:
+            for outer, _ in (*self._suspects, *self._held):
                 outer.cancel()
-            self._orphans.clear()
-        if self._pool is not None and kill:
-            self._pool.shutdown(wait=False, kill_workers=True)
-        self._pool = None
+            self._suspects.clear()
+            self._held.clear()
+            pool, self._pool = self._pool, None
+        if pool is not None and kill:
+            pool.shutdown(wait=False, kill_workers=True)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -151,6 +178,20 @@ class Executor:
 
 
 _Task = tuple[Pipeline, dict[str, Any], int, list[str]]
+
+
+def _resolve(
+    future: Future[FoldResult],
+    *,
+    result: FoldResult | None = None,
+    error: BaseException | None = None,
+) -> None:
+    # A future the caller cancelled takes no result.
+    with contextlib.suppress(InvalidStateError):
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
 
 
 def _died(*, fold: int, metrics: Sequence[str], error: BaseException) -> FoldResult:
