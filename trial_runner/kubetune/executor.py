@@ -93,7 +93,7 @@ class Executor:
     def _send(self, pool: Any, outer: Future[FoldResult], task: _Task) -> None:
         try:
             inner = pool.submit(_worker_fold, self._path, *task)
-        except BaseException as error:
+        except Exception as error:  # a broken pool refuses work (Ctrl-C still goes up at once)
             self._settle_error(error, outer, task)
             return
         inner.add_done_callback(lambda done: self._settle(done, outer, task))
