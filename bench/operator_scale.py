@@ -457,7 +457,7 @@ def reconcile_histogram(text: str, kind: str = "TuningJob") -> dict[str, Any]:
     """Buckets, count and sum of kubetune_reconcile_duration_seconds for ``kind``."""
     buckets: list[tuple[float, float]] = []
     count = total = 0.0
-    errors = 0.0
+    errors = coalesced = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("kind") != kind:
@@ -470,7 +470,15 @@ def reconcile_histogram(text: str, kind: str = "TuningJob") -> dict[str, Any]:
                 total = sample.value
             elif sample.name == "kubetune_reconcile_errors_total":
                 errors = sample.value
-    return {"buckets": buckets, "count": count, "sum": total, "errors": errors}
+            elif sample.name == "kubetune_reconcile_coalesced_total":
+                coalesced = sample.value
+    return {
+        "buckets": buckets,
+        "count": count,
+        "sum": total,
+        "errors": errors,
+        "coalesced": coalesced,
+    }
 
 
 def quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -724,6 +732,10 @@ def report(r: dict[str, Any], rep: Report) -> list[dict[str, Any]]:
             ),
             ("reconcile pass p50 / p99, ms (histogram)", f"{ms(p50)} / {ms(p99)}"),
             ("reconcile passes, mean ms", f"{hist['count']:.0f}, {ms(mean)}"),
+            (
+                "watch events with no pass of their own (one was queued; metric)",
+                f"{hist['coalesced']:.0f}",
+            ),
             ("create -> stage-1 Job p50 / p99 / max, ms", " / ".join(ms(x) for x in pick)),
             (
                 "stage-1 Job complete -> stage 1 Succeeded p50 / p99 / max, ms",

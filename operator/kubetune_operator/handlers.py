@@ -5,6 +5,11 @@ resync timer) ends in the same reconcile, serialised per resource by a lock in k
 A pass reads its resource afresh under that lock (the body a handler was given may predate
 the status the previous pass wrote), writes the status (so a child's name is recorded before
 the child exists), posts its Events, then creates, suspends or deletes.
+
+Because every pass starts with that fresh read, a watch event that arrives while a pass of its
+resource is still queued (it has not read yet) needs no pass of its own: the queued one will see
+it. Such events return at once (as a work queue de-duplicates keys in controller-runtime), so
+kopf's per-object queues drain instead of piling up bodies behind a busy resource.
 """
 
 from __future__ import annotations
@@ -53,6 +58,12 @@ MC = ("kubetune.io", "v1alpha1", "modelcomparisons")
 OWNED = {MANAGED_BY: OPERATOR}
 # kopf fixes a timer's interval when the handler is declared: read it from the environment here.
 RESYNC_SECONDS = OperatorConfig.from_env().resync_seconds
+# Reconcile passes that run at once, across all resources. Each pass holds a fresh read of its
+# resource and waits on the API client's few threads for every call; letting a burst of
+# creates start a pass each only parks a body per resource in that queue (memory), and the
+# first Jobs wait behind every resource's first read (latency). A few passes per thread keep
+# the threads busy while one pass plans.
+PASSES_AT_ONCE = 16
 
 
 @kopf.on.startup()
@@ -89,6 +100,8 @@ async def configure(
     if not hasattr(memo, "kube"):
         memo.kube = Kube(load_api_client())
     memo.locks = {}
+    memo.passes = asyncio.Semaphore(PASSES_AT_ONCE)
+    memo.queued = {}  # (kind, namespace, name) -> passes waiting that have not read yet
     memo.metrics = getattr(memo, "metrics", None) or Metrics()
     if config.metrics_port:
         try:
@@ -168,7 +181,7 @@ async def stage_reported(
 ) -> None:
     """A runner wrote its stage's final report: the next stage need not wait for the timer."""
     if type != "DELETED":
-        await reconcile_tuningjob(name, namespace, memo, stage_jobs)
+        await reconcile_tuningjob(name, namespace, memo, stage_jobs, coalesce=True)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
@@ -181,7 +194,7 @@ async def stage_job_changed(
 ) -> None:
     parent = labels.get(LABEL_TUNINGJOB)
     if parent:
-        await reconcile_tuningjob(parent, namespace, memo, stage_jobs)
+        await reconcile_tuningjob(parent, namespace, memo, stage_jobs, coalesce=True)
 
 
 @kopf.timer(*TJ, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
@@ -229,6 +242,7 @@ async def reconcile_tuningjob(
     *,
     permanent_errors: bool = False,
     retry: int = 0,
+    coalesce: bool = False,
 ) -> None:
     async def reconcile(body: dict[str, Any], meta: Meta) -> None:
         try:
@@ -256,7 +270,7 @@ async def reconcile_tuningjob(
         )
         await _carry_out(body, memo, "TuningJob", meta, decision, OPERATOR_FIELDS)
 
-    await _pass(memo, "TuningJob", name, namespace, reconcile, retry=retry)
+    await _pass(memo, "TuningJob", name, namespace, reconcile, retry=retry, coalesce=coalesce)
 
 
 # --- ModelComparison -----------------------------------------------------------------------------
@@ -286,7 +300,9 @@ async def child_changed(
     comparison_children: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
-    await reconcile_comparison(labels[LABEL_COMPARISON], namespace, memo, comparison_children)
+    await reconcile_comparison(
+        labels[LABEL_COMPARISON], namespace, memo, comparison_children, coalesce=True
+    )
 
 
 @kopf.timer(*MC, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
@@ -329,6 +345,7 @@ async def reconcile_comparison(
     *,
     permanent_errors: bool = False,
     retry: int = 0,
+    coalesce: bool = False,
 ) -> None:
     async def reconcile(body: dict[str, Any], meta: Meta) -> None:
         try:
@@ -347,7 +364,7 @@ async def reconcile_comparison(
         )
         await _carry_out(body, memo, "ModelComparison", meta, decision, COMPARISON_FIELDS)
 
-    await _pass(memo, "ModelComparison", name, namespace, reconcile, retry=retry)
+    await _pass(memo, "ModelComparison", name, namespace, reconcile, retry=retry, coalesce=coalesce)
 
 
 # --- shared edges ------------------------------------------------------------------------------
@@ -361,26 +378,60 @@ async def _pass(
     reconcile: Callable[[dict[str, Any], Meta], Awaitable[None]],
     *,
     retry: int,
+    coalesce: bool = False,
 ) -> None:
-    """One reconcile pass of one resource: locked, on a fresh read, measured and counted."""
-    async with _lock(memo, kind, Meta(name=name, namespace=namespace, uid="")):
-        started = time.perf_counter()
-        try:
-            body = await _kube(memo).get(kind=kind, namespace=namespace, name=name)
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                return  # gone, or going: the delete handler has the last word
-            await reconcile(body, _meta(body))
-        except Retryable as error:
-            memo.metrics.reconcile_errors.labels(kind=kind).inc()
-            delay = error.delay if error.delay is not None else backoff(retry)
-            raise kopf.TemporaryError(str(error), delay=delay) from error
-        except kopf.TemporaryError:
-            raise  # a planned wait (the runner's report is on its way), not an error
-        except Exception:
-            memo.metrics.reconcile_errors.labels(kind=kind).inc()
-            raise
-        finally:
-            memo.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
+    """One reconcile pass of one resource: locked, on a fresh read, measured and counted.
+
+    With ``coalesce`` (a watch event, which kopf never retries), nothing happens when a pass of
+    the resource is already queued and has not read it yet: that pass will see what the event
+    saw. Creates, spec changes and the resync timer always run their own pass, with kopf's
+    retries.
+
+    The resource's lock comes first, then one of the shared pass slots: a pass that holds a slot
+    never waits for another resource's lock, so the two cannot deadlock.
+    """
+    key = (kind, namespace, name)
+    queued: dict[tuple[str, str, str], int] = memo.queued
+    if coalesce and queued.get(key):
+        memo.metrics.reconcile_coalesced.labels(kind=kind).inc()
+        return
+    queued[key] = queued.get(key, 0) + 1
+    waiting = True
+
+    def reading() -> None:  # from here on, a later event needs a pass of its own
+        nonlocal waiting
+        if waiting:
+            waiting = False
+            if queued[key] > 1:
+                queued[key] -= 1
+            else:
+                del queued[key]
+
+    try:
+        async with _lock(memo, kind, Meta(name=name, namespace=namespace, uid="")):
+            started = time.perf_counter()  # includes the wait for a slot: the whole latency
+            try:
+                async with memo.passes:
+                    reading()
+                    body = await _kube(memo).get(kind=kind, namespace=namespace, name=name)
+                    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                        return  # gone, or going: the delete handler has the last word
+                    await reconcile(body, _meta(body))
+            except Retryable as error:
+                memo.metrics.reconcile_errors.labels(kind=kind).inc()
+                delay = error.delay if error.delay is not None else backoff(retry)
+                raise kopf.TemporaryError(str(error), delay=delay) from error
+            except kopf.TemporaryError:
+                raise  # a planned wait (the runner's report is on its way), not an error
+            except Exception:
+                memo.metrics.reconcile_errors.labels(kind=kind).inc()
+                raise
+            finally:
+                memo.metrics.reconcile_seconds.labels(kind=kind).observe(
+                    time.perf_counter() - started
+                )
+    finally:
+        reading()  # cancelled while waiting: no longer queued
 
 
 def _kube(memo: kopf.Memo) -> Kube:

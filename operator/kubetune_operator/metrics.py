@@ -43,6 +43,12 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.reconcile_coalesced = Counter(
+            "kubetune_reconcile_coalesced",
+            "Watch events that needed no pass: a pass of their resource was queued already.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.reconcile_seconds = Histogram(
             "kubetune_reconcile_duration_seconds",
             "Time of one reconcile pass.",
@@ -51,6 +57,7 @@ class Metrics:
         )
         for kind in KINDS:  # every series from the start, at zero, rather than missing
             self.reconcile_errors.labels(kind=kind)
+            self.reconcile_coalesced.labels(kind=kind)
             self.reconcile_seconds.labels(kind=kind)
             for phase in PHASES:
                 self.resources.labels(kind=kind, phase=phase)

@@ -1,0 +1,138 @@
+"""The edge of every reconcile: one pass per resource at a time, a few at once, events coalesced.
+
+These drive ``handlers._pass`` directly with a stand-in for the API client, so that the order of
+events (a pass queued, a pass reading, a pass cancelled) is set by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+import pytest
+
+from kubetune_operator import handlers
+from kubetune_operator.metrics import Metrics
+from kubetune_operator.planner import Meta
+
+pytestmark = pytest.mark.unit
+
+
+class FakeKube:
+    """``get`` answers a body; while ``gate`` is set, each read waits for it to open."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+        self.reading = 0
+        self.most_reading = 0
+        self.gate: asyncio.Event | None = None
+
+    async def get(self, *, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        self.reads.append(name)
+        self.reading += 1
+        self.most_reading = max(self.most_reading, self.reading)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            await asyncio.sleep(0)
+        finally:
+            self.reading -= 1
+        return {"metadata": {"name": name, "namespace": namespace, "uid": "u"}}
+
+
+def _memo(slots: int = handlers.PASSES_AT_ONCE) -> kopf.Memo:
+    return kopf.Memo(
+        kube=FakeKube(),
+        locks={},
+        queued={},
+        passes=asyncio.Semaphore(slots),
+        metrics=Metrics(),
+    )
+
+
+def _coalesced(memo: kopf.Memo) -> float:
+    return float(memo.metrics.reconcile_coalesced.labels(kind="TuningJob")._value.get())
+
+
+async def _settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def _run(memo: kopf.Memo, name: str, seen: list[str], *, coalesce: bool) -> Any:
+    async def reconcile(body: dict[str, Any], meta: Meta) -> None:
+        seen.append(meta.name)
+
+    return handlers._pass(memo, "TuningJob", name, "ns", reconcile, retry=0, coalesce=coalesce)
+
+
+def test_an_event_while_a_pass_is_queued_runs_no_pass_of_its_own() -> None:
+    async def scenario() -> None:
+        memo, seen = _memo(), []
+        lock = handlers._lock(memo, "TuningJob", Meta(name="a", namespace="ns", uid=""))
+        await lock.acquire()  # a pass of "a" in progress: the next one queues
+        queued = asyncio.create_task(_run(memo, "a", seen, coalesce=False))
+        await _settle()
+        for _ in range(3):  # three watch events while that pass has not read yet
+            await asyncio.wait_for(_run(memo, "a", seen, coalesce=True), timeout=1)
+        other = asyncio.create_task(_run(memo, "b", seen, coalesce=True))  # another resource
+        lock.release()
+        await asyncio.wait_for(asyncio.gather(queued, other), timeout=5)
+        assert sorted(memo.kube.reads) == ["a", "b"]
+        assert sorted(seen) == ["a", "b"]
+        assert _coalesced(memo) == 3
+        assert memo.queued == {}
+
+    asyncio.run(scenario())
+
+
+def test_an_event_after_the_pass_has_read_gets_a_pass_of_its_own() -> None:
+    async def scenario() -> None:
+        memo, seen = _memo(), []
+        memo.kube.gate = asyncio.Event()
+        first = asyncio.create_task(_run(memo, "a", seen, coalesce=True))
+        await _settle()
+        assert memo.kube.reads == ["a"]  # the first pass is reading: the event below is newer
+        second = asyncio.create_task(_run(memo, "a", seen, coalesce=True))
+        await _settle()
+        assert not second.done()
+        memo.kube.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), timeout=5)
+        assert memo.kube.reads == ["a", "a"] and seen == ["a", "a"]
+        assert _coalesced(memo) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_pass_cancelled_before_it_read_does_not_swallow_later_events() -> None:
+    async def scenario() -> None:
+        memo, seen = _memo(), []
+        lock = handlers._lock(memo, "TuningJob", Meta(name="a", namespace="ns", uid=""))
+        await lock.acquire()
+        queued = asyncio.create_task(_run(memo, "a", seen, coalesce=False))
+        await _settle()
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        lock.release()
+        assert memo.queued == {}
+        await asyncio.wait_for(_run(memo, "a", seen, coalesce=True), timeout=5)
+        assert memo.kube.reads == ["a"] and seen == ["a"]
+
+    asyncio.run(scenario())
+
+
+def test_at_most_the_slots_read_at_once_across_resources() -> None:
+    async def scenario() -> None:
+        memo, seen = _memo(slots=2), []
+        memo.kube.gate = asyncio.Event()
+        passes = [asyncio.create_task(_run(memo, f"r{i}", seen, coalesce=False)) for i in range(6)]
+        await _settle()
+        assert memo.kube.reading == 2
+        memo.kube.gate.set()
+        await asyncio.wait_for(asyncio.gather(*passes), timeout=5)
+        assert memo.kube.most_reading == 2
+        assert sorted(seen) == [f"r{i}" for i in range(6)]
+
+    asyncio.run(scenario())
