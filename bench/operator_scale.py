@@ -771,7 +771,8 @@ def report(r: dict[str, Any], rep: Report) -> list[dict[str, Any]]:
     )
     rep.line(
         "reconcile pass = kubetune_reconcile_duration_seconds: from taking the resource's lock to "
-        "the end of the pass, so it includes waiting for the threads of the blocking API client; "
+        "the end of the pass, so it includes waiting for one of the operator's 16 pass slots and "
+        "for the threads of the blocking API client; "
         "create -> stage-1 Job and stage-1 Job complete -> stage 1 Succeeded are what a user "
         "sees, from the arrival times of the requests at the mock API"
     )

@@ -64,6 +64,9 @@ RESYNC_SECONDS = OperatorConfig.from_env().resync_seconds
 # first Jobs wait behind every resource's first read (latency). A few passes per thread keep
 # the threads busy while one pass plans.
 PASSES_AT_ONCE = 16
+# How often a watch event's pass retries itself on 429 or 5xx (kopf retries the other handlers):
+# with the backoff (1, 2, 4, 8, 16 s) about half a minute, the resync interval's order.
+EVENT_RETRIES = 5
 
 
 @kopf.on.startup()
@@ -382,13 +385,35 @@ async def _pass(
 ) -> None:
     """One reconcile pass of one resource: locked, on a fresh read, measured and counted.
 
-    With ``coalesce`` (a watch event, which kopf never retries), nothing happens when a pass of
-    the resource is already queued and has not read it yet: that pass will see what the event
-    saw. Creates, spec changes and the resync timer always run their own pass, with kopf's
-    retries.
+    With ``coalesce`` (a watch event), nothing happens when a pass of the resource is already
+    queued and has not read it yet: that pass will see what the event saw. kopf never retries
+    a watch event's handler, so such a pass retries itself when the API is busy or failing
+    (429, 5xx): the events merged into it are not dropped until the resync. Creates, spec
+    changes and the resync timer always run a pass of their own, and kopf retries them.
+    """
+    for attempt in range(EVENT_RETRIES + 1):
+        try:
+            await _pass_once(memo, kind, name, namespace, reconcile, coalesce=coalesce)
+            return
+        except Retryable as error:
+            memo.metrics.reconcile_errors.labels(kind=kind).inc()
+            delay = error.delay if error.delay is not None else backoff(retry + attempt)
+            if not coalesce or attempt == EVENT_RETRIES:
+                raise kopf.TemporaryError(str(error), delay=delay) from error
+            await asyncio.sleep(delay)
 
-    The resource's lock comes first, then one of the shared pass slots: a pass that holds a slot
-    never waits for another resource's lock, so the two cannot deadlock.
+
+async def _pass_once(
+    memo: kopf.Memo,
+    kind: str,
+    name: str,
+    namespace: str,
+    reconcile: Callable[[dict[str, Any], Meta], Awaitable[None]],
+    *,
+    coalesce: bool,
+) -> None:
+    """The pass itself. The resource's lock comes first, then one of the shared pass slots: a
+    pass that holds a slot never waits for another resource's lock, so the two cannot deadlock.
     """
     key = (kind, namespace, name)
     queued: dict[tuple[str, str, str], int] = memo.queued
@@ -409,7 +434,7 @@ async def _pass(
 
     try:
         async with _lock(memo, kind, Meta(name=name, namespace=namespace, uid="")):
-            started = time.perf_counter()  # includes the wait for a slot: the whole latency
+            started = time.perf_counter()  # so the wait for a slot counts: the whole latency
             try:
                 async with memo.passes:
                     reading()
@@ -417,12 +442,8 @@ async def _pass(
                     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
                         return  # gone, or going: the delete handler has the last word
                     await reconcile(body, _meta(body))
-            except Retryable as error:
-                memo.metrics.reconcile_errors.labels(kind=kind).inc()
-                delay = error.delay if error.delay is not None else backoff(retry)
-                raise kopf.TemporaryError(str(error), delay=delay) from error
-            except kopf.TemporaryError:
-                raise  # a planned wait (the runner's report is on its way), not an error
+            except (Retryable, kopf.TemporaryError):
+                raise  # counted by the caller; or a planned wait (the runner's report is due)
             except Exception:
                 memo.metrics.reconcile_errors.labels(kind=kind).inc()
                 raise
@@ -431,7 +452,7 @@ async def _pass(
                     time.perf_counter() - started
                 )
     finally:
-        reading()  # cancelled while waiting: no longer queued
+        reading()  # cancelled or failed while waiting: no longer queued
 
 
 def _kube(memo: kopf.Memo) -> Kube:

@@ -51,7 +51,8 @@ class Metrics:
         )
         self.reconcile_seconds = Histogram(
             "kubetune_reconcile_duration_seconds",
-            "Time of one reconcile pass.",
+            "Time of one reconcile pass, from taking the resource's lock: the waits for a "
+            "pass slot and for the API client's threads included.",
             ["kind"],
             registry=self.registry,
         )

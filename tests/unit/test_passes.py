@@ -1,4 +1,5 @@
-"""The edge of every reconcile: one pass per resource at a time, a few at once, events coalesced.
+"""The edge of every reconcile: one pass per resource at a time, a few at once, events coalesced,
+and an event's pass retried on a busy API (kopf never retries an event's handler).
 
 These drive ``handlers._pass`` directly with a stand-in for the API client, so that the order of
 events (a pass queued, a pass reading, a pass cancelled) is set by the test, not by timing.
@@ -13,6 +14,8 @@ import kopf
 import pytest
 
 from kubetune_operator import handlers
+from kubetune_operator.children import LABEL_COMPARISON, LABEL_TUNINGJOB
+from kubetune_operator.kube import Retryable
 from kubetune_operator.metrics import Metrics
 from kubetune_operator.planner import Meta
 
@@ -136,3 +139,86 @@ def test_at_most_the_slots_read_at_once_across_resources() -> None:
         assert sorted(seen) == [f"r{i}" for i in range(6)]
 
     asyncio.run(scenario())
+
+
+def _failing_first(failures: int, seen: list[str]) -> Any:
+    calls = 0
+
+    async def reconcile(body: dict[str, Any], meta: Meta) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= failures:  # the API answers 429 to this pass's status patch
+            raise Retryable(429, "Too Many Requests", 0.01)
+        seen.append(meta.name)
+
+    return reconcile
+
+
+def test_a_busy_api_fails_an_events_pass_only_after_retries_so_merged_events_are_kept() -> None:
+    async def scenario() -> None:
+        memo, seen = _memo(), []
+        reconcile = _failing_first(1, seen)
+        lock = handlers._lock(memo, "TuningJob", Meta(name="a", namespace="ns", uid=""))
+        await lock.acquire()
+        first = asyncio.create_task(
+            handlers._pass(memo, "TuningJob", "a", "ns", reconcile, retry=0, coalesce=True)
+        )
+        await _settle()
+        # A second event merges into the queued pass, which then meets a 429: kopf would not
+        # retry an event's handler, so the pass must retry itself or the second event is lost.
+        await handlers._pass(memo, "TuningJob", "a", "ns", reconcile, retry=0, coalesce=True)
+        lock.release()
+        await asyncio.wait_for(first, timeout=5)
+        assert seen == ["a"] and memo.kube.reads == ["a", "a"]
+
+    asyncio.run(scenario())
+
+
+def test_an_events_pass_gives_up_after_its_retries_and_other_passes_leave_retries_to_kopf() -> None:
+    async def scenario() -> None:
+        memo, seen = _memo(), []
+        with pytest.raises(kopf.TemporaryError):
+            await handlers._pass(
+                memo, "TuningJob", "a", "ns", _failing_first(99, seen), retry=0, coalesce=True
+            )
+        assert len(memo.kube.reads) == handlers.EVENT_RETRIES + 1
+        memo.kube.reads.clear()
+        with pytest.raises(kopf.TemporaryError):  # a create or the timer: kopf retries it
+            await handlers._pass(
+                memo, "TuningJob", "b", "ns", _failing_first(99, seen), retry=0, coalesce=False
+            )
+        assert memo.kube.reads == ["b"] and seen == [] and memo.queued == {}
+
+    asyncio.run(scenario())
+
+
+def test_only_watch_event_handlers_coalesce(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: dict[str, bool] = {}
+
+    async def fake_pass(memo: Any, kind: str, name: str, *_: Any, **kw: Any) -> None:
+        calls[name] = kw.get("coalesce", False)
+
+    monkeypatch.setattr(handlers, "_pass", fake_pass)
+    memo = _memo()
+
+    async def scenario() -> None:
+        tj = {"memo": memo, "stage_jobs": {}, "namespace": "ns"}
+        mc = {"memo": memo, "comparison_children": {}, "namespace": "ns"}
+        await handlers.tuningjob_changed(name="changed", **tj)
+        await handlers.tuningjob_resync(name="resync", status={}, **tj)
+        await handlers.stage_reported(name="reported", type="MODIFIED", **tj)
+        await handlers.stage_job_changed(labels={LABEL_TUNINGJOB: "job-event"}, **tj)
+        await handlers.comparison_changed(name="mc-changed", **mc)
+        await handlers.comparison_resync(name="mc-resync", status={}, **mc)
+        await handlers.child_changed(labels={LABEL_COMPARISON: "child-event"}, **mc)
+
+    asyncio.run(scenario())
+    assert calls == {
+        "changed": False,
+        "resync": False,
+        "reported": True,
+        "job-event": True,
+        "mc-changed": False,
+        "mc-resync": False,
+        "child-event": True,
+    }
