@@ -3,7 +3,9 @@
 Blocking calls of the official client run in a worker thread. A create that finds the object
 already there (409) and a delete or patch that finds nothing (404) count as success: names are
 deterministic, so both only mean that an earlier pass got there first. 429 and 5xx raise
-``Retryable`` so that the handler backs off and tries again.
+``Retryable`` so that the handler backs off and tries again; so does a call that gets no answer
+in time (every call has a deadline: a call stuck on a dead connection would otherwise hold its
+thread, and its pass slot, for good).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as TransportError
 
 from kubetune.api.base import GROUP, VERSION
 from kubetune.cluster import api_client
@@ -22,6 +25,8 @@ from kubetune_operator.children import RUNNER_CONTAINER
 
 MERGE_PATCH = "application/merge-patch+json"
 RETRYABLE = {429, 500, 502, 503, 504}
+REQUEST_TIMEOUT = (30.0, 60.0)
+"""Seconds to connect, and to wait for the answer: kopf's own networking timeouts."""
 PLURALS = {"TuningJob": "tuningjobs", "ModelComparison": "modelcomparisons"}
 
 
@@ -32,7 +37,7 @@ class Retryable(Exception):
     """
 
     def __init__(self, status: int, reason: str, delay: float | None) -> None:
-        super().__init__(f"API answered {status} {reason}")
+        super().__init__(f"API answered {status} {reason}" if status else f"API: {reason}")
         self.status, self.delay = status, delay
 
 
@@ -58,15 +63,20 @@ def load_api_client() -> client.ApiClient:
 class Kube:
     """Every API call the operator makes, with the answers it tolerates."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(
+        self, api: client.ApiClient, *, request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+    ) -> None:
         self.api = api
+        self.request_timeout = request_timeout
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     async def _call(self, fn: Any, *args: Any, ok: frozenset[int] = frozenset(), **kw: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kw)
+            return await asyncio.to_thread(fn, *args, _request_timeout=self.request_timeout, **kw)
+        except TransportError as error:  # no answer in time, or the connection failed
+            raise Retryable(0, f"no answer ({type(error).__name__})", None) from error
         except ApiException as error:
             if error.status in ok:
                 return None
