@@ -64,9 +64,11 @@ RESYNC_SECONDS = OperatorConfig.from_env().resync_seconds
 # first Jobs wait behind every resource's first read (latency). A few passes per thread keep
 # the threads busy while one pass plans.
 PASSES_AT_ONCE = 16
-# How often a watch event's pass retries itself on 429 or 5xx (kopf retries the other handlers):
-# with the backoff (1, 2, 4, 8, 16 s) about half a minute, the resync interval's order.
+# How often a watch event's pass retries itself on 429, 5xx or no answer (kopf retries the other
+# handlers): with the backoff (1, 2, 4, 8, 16 s) about half a minute, the resync interval's order.
 EVENT_RETRIES = 5
+RETRY_CAP_SECONDS = 60.0
+"""The longest wait between those retries, whatever Retry-After a proxy sends."""
 
 
 @kopf.on.startup()
@@ -388,40 +390,22 @@ async def _pass(
     With ``coalesce`` (a watch event), nothing happens when a pass of the resource is already
     queued and has not read it yet: that pass will see what the event saw. kopf never retries
     a watch event's handler, so such a pass retries itself when the API is busy or failing
-    (429, 5xx): the events merged into it are not dropped until the resync. Creates, spec
-    changes and the resync timer always run a pass of their own, and kopf retries them.
-    """
-    for attempt in range(EVENT_RETRIES + 1):
-        try:
-            await _pass_once(memo, kind, name, namespace, reconcile, coalesce=coalesce)
-            return
-        except Retryable as error:
-            memo.metrics.reconcile_errors.labels(kind=kind).inc()
-            delay = error.delay if error.delay is not None else backoff(retry + attempt)
-            if not coalesce or attempt == EVENT_RETRIES:
-                raise kopf.TemporaryError(str(error), delay=delay) from error
-            await asyncio.sleep(delay)
-
-
-async def _pass_once(
-    memo: kopf.Memo,
-    kind: str,
-    name: str,
-    namespace: str,
-    reconcile: Callable[[dict[str, Any], Meta], Awaitable[None]],
-    *,
-    coalesce: bool,
-) -> None:
-    """The pass itself. The resource's lock comes first, then one of the shared pass slots: a
-    pass that holds a slot never waits for another resource's lock, so the two cannot deadlock.
+    (429, 5xx, no answer), holding neither the lock nor a slot while it waits, and still
+    counted as queued so that events meanwhile merge into it. Creates, spec changes and the
+    resync timer always run a pass of their own, and kopf retries them.
     """
     key = (kind, namespace, name)
     queued: dict[tuple[str, str, str], int] = memo.queued
     if coalesce and queued.get(key):
         memo.metrics.reconcile_coalesced.labels(kind=kind).inc()
         return
-    queued[key] = queued.get(key, 0) + 1
-    waiting = True
+    waiting = False
+
+    def wait_in_queue() -> None:
+        nonlocal waiting
+        if not waiting:
+            waiting = True
+            queued[key] = queued.get(key, 0) + 1
 
     def reading() -> None:  # from here on, a later event needs a pass of its own
         nonlocal waiting
@@ -432,27 +416,54 @@ async def _pass_once(
             else:
                 del queued[key]
 
+    wait_in_queue()
     try:
-        async with _lock(memo, kind, Meta(name=name, namespace=namespace, uid="")):
-            started = time.perf_counter()  # so the wait for a slot counts: the whole latency
+        for attempt in range(EVENT_RETRIES + 1):
             try:
-                async with memo.passes:
-                    reading()
-                    body = await _kube(memo).get(kind=kind, namespace=namespace, name=name)
-                    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                        return  # gone, or going: the delete handler has the last word
-                    await reconcile(body, _meta(body))
-            except (Retryable, kopf.TemporaryError):
-                raise  # counted by the caller; or a planned wait (the runner's report is due)
-            except Exception:
+                await _pass_once(memo, kind, name, namespace, reconcile, reading=reading)
+                return
+            except Retryable as error:
                 memo.metrics.reconcile_errors.labels(kind=kind).inc()
-                raise
-            finally:
-                memo.metrics.reconcile_seconds.labels(kind=kind).observe(
-                    time.perf_counter() - started
-                )
+                if not coalesce or attempt == EVENT_RETRIES:
+                    delay = error.delay if error.delay is not None else backoff(retry)
+                    raise kopf.TemporaryError(str(error), delay=delay) from error
+                # Backoff even when the server names a delay: its Retry-After is often 1 s.
+                pause = min(RETRY_CAP_SECONDS, max(error.delay or 0.0, backoff(attempt)))
+            wait_in_queue()
+            await asyncio.sleep(pause)
     finally:
-        reading()  # cancelled or failed while waiting: no longer queued
+        reading()  # cancelled or failed while queued: no longer queued
+
+
+async def _pass_once(
+    memo: kopf.Memo,
+    kind: str,
+    name: str,
+    namespace: str,
+    reconcile: Callable[[dict[str, Any], Meta], Awaitable[None]],
+    *,
+    reading: Callable[[], None],
+) -> None:
+    """The pass itself. The resource's lock comes first, then one of the shared pass slots: a
+    pass that holds a slot never waits for another resource's lock, so the two cannot deadlock.
+    ``reading`` is called just before the fresh read.
+    """
+    async with _lock(memo, kind, Meta(name=name, namespace=namespace, uid="")):
+        started = time.perf_counter()  # so the wait for a slot counts: the whole latency
+        try:
+            async with memo.passes:
+                reading()
+                body = await _kube(memo).get(kind=kind, namespace=namespace, name=name)
+                if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                    return  # gone, or going: the delete handler has the last word
+                await reconcile(body, _meta(body))
+        except (Retryable, kopf.TemporaryError):
+            raise  # counted by the caller; or a planned wait (the runner's report is due)
+        except Exception:
+            memo.metrics.reconcile_errors.labels(kind=kind).inc()
+            raise
+        finally:
+            memo.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
 
 
 def _kube(memo: kopf.Memo) -> Kube:

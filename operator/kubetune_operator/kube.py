@@ -4,8 +4,9 @@ Blocking calls of the official client run in a worker thread. A create that find
 already there (409) and a delete or patch that finds nothing (404) count as success: names are
 deterministic, so both only mean that an earlier pass got there first. 429 and 5xx raise
 ``Retryable`` so that the handler backs off and tries again; so does a call that gets no answer
-in time (every call has a deadline: a call stuck on a dead connection would otherwise hold its
-thread, and its pass slot, for good).
+in time. Every call has a deadline, or one stuck on a dead connection would hold its thread, and
+its pass slot, for good; urllib3 tries a read (GET, DELETE) up to three more times on its own,
+so such a call gives up within four deadlines.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as TransportError
+from urllib3.exceptions import LocationValueError, SSLError
 
 from kubetune.api.base import GROUP, VERSION
 from kubetune.cluster import api_client
@@ -26,7 +28,7 @@ from kubetune_operator.children import RUNNER_CONTAINER
 MERGE_PATCH = "application/merge-patch+json"
 RETRYABLE = {429, 500, 502, 503, 504}
 REQUEST_TIMEOUT = (30.0, 60.0)
-"""Seconds to connect, and to wait for the answer: kopf's own networking timeouts."""
+"""Seconds to connect, and to wait for the answer, per attempt: kopf's own networking timeouts."""
 PLURALS = {"TuningJob": "tuningjobs", "ModelComparison": "modelcomparisons"}
 
 
@@ -76,7 +78,10 @@ class Kube:
         try:
             return await asyncio.to_thread(fn, *args, _request_timeout=self.request_timeout, **kw)
         except TransportError as error:  # no answer in time, or the connection failed
-            raise Retryable(0, f"no answer ({type(error).__name__})", None) from error
+            cause = getattr(error, "reason", None) or error
+            if isinstance(cause, SSLError | LocationValueError):
+                raise  # the certificate or the address is wrong: waiting cannot help
+            raise Retryable(0, f"no answer: {cause}", None) from error
         except ApiException as error:
             if error.status in ok:
                 return None
@@ -183,16 +188,19 @@ class Kube:
 
     async def termination_message(self, *, namespace: str, job: str) -> str | None:
         """The runner's last words (its termination message) from the Job's newest failed pod."""
-        response = await self._call(
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=f"job-name={job}",
-            _preload_content=False,
-            ok=frozenset({404}),
-        )
-        if response is None:
+
+        def pods_json(**kw: Any) -> bytes:
+            # The raw body, read in the API thread under the call's deadline (not on the loop).
+            response: Any = self.core.list_namespaced_pod(
+                namespace, label_selector=f"job-name={job}", _preload_content=False, **kw
+            )
+            data: bytes = response.data  # an unread urllib3 response, without preloading
+            return data
+
+        data = await self._call(pods_json, ok=frozenset({404}))
+        if data is None:
             return None
-        pods = json.loads(response.data).get("items") or []
+        pods = json.loads(data).get("items") or []
         # Filter here too: a server that ignored the selector must not mix up Jobs.
         pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("job-name") == job]
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)

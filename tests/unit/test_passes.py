@@ -154,6 +154,12 @@ def _failing_first(failures: int, seen: list[str]) -> Any:
     return reconcile
 
 
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(handlers, "backoff", lambda retry, **_: 0.01)
+
+
+@pytest.mark.usefixtures("quick_backoff")
 def test_a_busy_api_fails_an_events_pass_only_after_retries_so_merged_events_are_kept() -> None:
     async def scenario() -> None:
         memo, seen = _memo(), []
@@ -174,6 +180,7 @@ def test_a_busy_api_fails_an_events_pass_only_after_retries_so_merged_events_are
     asyncio.run(scenario())
 
 
+@pytest.mark.usefixtures("quick_backoff")
 def test_an_events_pass_gives_up_after_its_retries_and_other_passes_leave_retries_to_kopf() -> None:
     async def scenario() -> None:
         memo, seen = _memo(), []
@@ -188,6 +195,36 @@ def test_an_events_pass_gives_up_after_its_retries_and_other_passes_leave_retrie
                 memo, "TuningJob", "b", "ns", _failing_first(99, seen), retry=0, coalesce=False
             )
         assert memo.kube.reads == ["b"] and seen == [] and memo.queued == {}
+
+    asyncio.run(scenario())
+
+
+def test_while_an_events_pass_waits_to_retry_it_holds_nothing_and_later_events_merge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handlers, "backoff", lambda retry, **_: 30.0)  # a wait the test ends
+
+    async def scenario() -> None:
+        memo, seen = _memo(slots=1), []
+        lock = handlers._lock(memo, "TuningJob", Meta(name="a", namespace="ns", uid=""))
+        retrying = asyncio.create_task(
+            handlers._pass(
+                memo, "TuningJob", "a", "ns", _failing_first(1, seen), retry=0, coalesce=True
+            )
+        )
+        for _ in range(100):  # until the 429 has come back and the backoff has begun
+            await asyncio.sleep(0.01)
+            if memo.kube.reads and not lock.locked() and not memo.passes.locked():
+                break
+        assert memo.kube.reads == ["a"] and not retrying.done()
+        assert not lock.locked() and not memo.passes.locked()  # neither held while waiting
+        await asyncio.wait_for(_run(memo, "b", seen, coalesce=False), timeout=1)  # slot free
+        await asyncio.wait_for(_run(memo, "a", seen, coalesce=True), timeout=1)  # merges
+        assert _coalesced(memo) == 1 and memo.kube.reads == ["a", "b"]
+        retrying.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await retrying
+        assert memo.queued == {}  # a cancelled wait leaves nothing queued
 
     asyncio.run(scenario())
 
