@@ -219,22 +219,31 @@ def load(path: Path, *, warm_workers: int | None = None, seed: int | None = None
 
         warm_up(warm_workers or _declared_parallelism(document))
 
-    from kubetune.api import SpecError, load_resource
-    from kubetune.data import DataError
-    from kubetune.engine import prepare
+    from kubetune.startup import collector_paused
 
-    try:
-        resource = load_resource(document)
-        if seed is not None:
-            search = resource.spec.search.model_copy(update={"seed": seed})
-            resource = resource.model_copy(
-                update={"spec": resource.spec.model_copy(update={"search": search})}
-            )
-        prepared = prepare(resource, base_dir=path.parent)
-    except SpecError as error:
-        raise InputError(error.problems) from None
-    except DataError as error:
-        raise InputError([str(error)]) from None
+    # The heavy imports (and the estimator's module, imported by prepare) while the workers
+    # import theirs: see kubetune.startup.
+    with collector_paused():
+        # The pydantic models before scikit-learn. On Python < 3.13 pydantic reads a model's
+        # attribute docstrings by walking the stack with inspect.getmodule, which rescans
+        # sys.modules: once scikit-learn's 2,000 modules are loaded, that is ~15 ms per model.
+        import kubetune.planning  # noqa: F401
+        from kubetune.api import SpecError, load_resource
+        from kubetune.data import DataError
+        from kubetune.engine import prepare
+
+        try:
+            resource = load_resource(document)
+            if seed is not None:
+                search = resource.spec.search.model_copy(update={"seed": seed})
+                resource = resource.model_copy(
+                    update={"spec": resource.spec.model_copy(update={"search": search})}
+                )
+            prepared = prepare(resource, base_dir=path.parent)
+        except SpecError as error:
+            raise InputError(error.problems) from None
+        except DataError as error:
+            raise InputError([str(error)]) from None
     return document, resource, prepared
 
 

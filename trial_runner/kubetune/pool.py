@@ -57,8 +57,10 @@ def warm_up(workers: int) -> None:
 
 
 def _import_fitting_code() -> int:
-    # Runs in a worker: what the first fold fit would import, paid while the parent works.
-    from kubetune.fold import settle_worker
+    # Runs in a worker: what the first fold fit would import, paid while the parent works, then
+    # frozen out of the collector (see kubetune.fold.settle_worker).
+    from kubetune.startup import collector_paused
 
-    settle_worker()
+    with collector_paused(freeze=True):
+        import kubetune.fold  # noqa: F401
     return os.getpid()
