@@ -74,6 +74,43 @@ def test_progressive_search_narrows_and_reports_evidence() -> None:
     assert repro is not None and repro.seed == 1 and repro.cv.splitter == "StratifiedKFold"
     assert repro.dataset.rows == 150 and repro.dataset.fingerprint.startswith("sha256:")
     assert "scikit-learn" in repro.versions
+    assert "torch" not in repro.versions  # no GP stage: its libraries are not part of the result
+
+
+def test_a_gp_run_records_the_gp_samplers_libraries(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from kubetune.engine import library_versions
+
+    installed = {"torch": "2.13.0"}
+
+    def version(name: str) -> str:
+        if name in installed:
+            return installed[name]
+        if name == "greenlet":
+            raise importlib.metadata.PackageNotFoundError(name)
+        raise AssertionError(f"unexpected lookup of {name}")
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    versions = library_versions(gp=True)
+    assert versions["torch"] == "2.13.0" and versions["greenlet"] == "not installed"
+    assert "scikit-learn" in versions
+
+
+def test_prepare_records_them_for_a_gp_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from kubetune.engine import prepare
+
+    found = importlib.util.find_spec
+    # Whether PyTorch is installed here or not, prepare takes it as installed.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: name == "torch" or found(name))
+    spec = {
+        "estimator": {"name": "SVC"},
+        "dataset": {"builtin": "iris"},
+        "search": {"method": "bayesian", "trials": 4, "sampler": "gp"},
+    }
+    assert {"torch", "greenlet"} <= prepare(tuning_job(spec)).reproducibility.versions.keys()
 
 
 def test_same_seed_same_trials_whatever_the_parallelism() -> None:

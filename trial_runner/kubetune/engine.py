@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import bisect
+import importlib.metadata
+import importlib.util
 import math
 import platform
 import random
@@ -107,12 +109,14 @@ def cv_record(*, cv: CVSpec, task: Task, seed: int) -> CVRecord:
     )
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(*, gp: bool = False) -> dict[str, str]:
+    """The versions a run's results depend on; with ``gp``, also the GP sampler's own libraries
+    (greenlet changes its proposals in the last digits: batched or sequential L-BFGS-B)."""
     import optuna
     import pandas
     import sklearn
 
-    return {
+    versions = {
         "python": platform.python_version(),
         "kubetune": kubetune.__version__,
         "scikit-learn": sklearn.__version__,
@@ -120,6 +124,13 @@ def library_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pandas.__version__,
     }
+    if gp:
+        for name in ("torch", "greenlet"):
+            try:  # from the package metadata: importing PyTorch takes a second
+                versions[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                versions[name] = "not installed"
+    return versions
 
 
 @dataclass
@@ -155,12 +166,9 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
         problems += param_problems(
             estimator=item.estimator, preprocessing=item.preprocessing, space=space, prefix=prefix
         )
-    for stage in spec.search.stage_list():
-        if stage.sampler == "gp":
-            import importlib.util
-
-            if importlib.util.find_spec("torch") is None:
-                problems.append("spec.search: sampler gp needs PyTorch: pip install 'kubetune[gp]'")
+    gp = any(stage.sampler == "gp" for stage in spec.search.stage_list())
+    if gp and importlib.util.find_spec("torch") is None:
+        problems.append("spec.search: sampler gp needs PyTorch: pip install 'kubetune[gp]'")
     if problems:
         raise SpecError(problems)
     task = task_of(tuned[0].estimator.name)
@@ -198,7 +206,7 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
             seed=seed,
             dataset=data.record,
             cv=cv,
-            versions=library_versions(),
+            versions=library_versions(gp=gp),
         ),
         metric=metric,
         additional=additional,
