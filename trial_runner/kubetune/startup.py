@@ -1,6 +1,6 @@
 """Process start-up: the heavy imports, made without the cyclic garbage collector.
 
-Importing scikit-learn, SciPy, pandas and optuna creates some 150,000 objects that live as long as
+Importing scikit-learn, SciPy, pandas and optuna creates over 200,000 objects that live as long as
 the process. While they are made, the collector keeps running, and each full collection scans
 all of them again to find next to nothing: about 7% of the imports' CPU time. At parallelism 2
 the main process and both workers import at once on 2 cores, so that CPU delays the first fit.
@@ -19,8 +19,8 @@ def collector_paused(*, freeze: bool = False) -> Iterator[None]:
 
     Args:
         freeze: afterwards move every object alive into the permanent generation, so that no
-            later collection scans them again (``gc.freeze``). Only for a process this module
-            owns, a worker or the console script: frozen garbage is never freed.
+            later collection scans them again (``gc.freeze``). Only in a process kubetune
+            owns (a worker): frozen garbage is never freed.
     """
     enabled = gc.isenabled()
     gc.disable()
