@@ -50,9 +50,11 @@ import datetime
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -277,6 +279,7 @@ class JobSimulator:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tmpdirs: list[Path] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -306,6 +309,9 @@ class JobSimulator:
                 logger.warning("the Job simulator's thread did not stop in %ss", timeout)
             self._thread = None
         self.kill_all()
+        for tmp in self._tmpdirs:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self._tmpdirs.clear()
 
     def kill_all(self) -> None:
         """SIGKILL every pod process still running, and anything they spawned (idempotent)."""
@@ -584,7 +590,11 @@ class JobSimulator:
         name = self._pod_name(state.name)
         folder = self.workdir / name
         (folder / "work").mkdir(parents=True)
-        (folder / "tmp").mkdir()
+        # The pod's /tmp (an emptyDir): a short path as there, since a Unix socket's path (the
+        # runner's fork server listens on one in it) must fit in 108 bytes; tmp links to it.
+        tmp = Path(tempfile.mkdtemp(prefix="kt-pod-"))
+        self._tmpdirs.append(tmp)
+        (folder / "tmp").symlink_to(tmp, target_is_directory=True)
         kubeconfig = self.server.write_kubeconfig(
             folder / "kubeconfig", token=name, namespace=self.namespace
         )
@@ -592,7 +602,7 @@ class JobSimulator:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(folder / "work"),
-            "TMPDIR": str(folder / "tmp"),
+            "TMPDIR": str(tmp),
             "LANG": "C.UTF-8",
             "PYTHONPATH": str(RUNNER_SOURCES),
             "PYTHONUNBUFFERED": "1",

@@ -1,10 +1,18 @@
-"""Worker warm-up: `kubetune run` starts the pool before it imports the engine."""
+"""Worker warm-up: `kubetune run` starts the pool before it imports the engine, and the workers
+are forked from a fork server that has imported the fitting code."""
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import os
+import sys
+import types
+from multiprocessing import forkserver
 from typing import Any
 
 import pytest
+from joblib.externals.loky.backend import context
 
 from kubetune import pool
 from kubetune.cli import _declared_parallelism
@@ -16,7 +24,7 @@ def test_warm_pool_is_the_pool_the_executor_gets() -> None:
     pool.warm_up(2)
     warmed = pool.get_pool(2)
     # The warm-up task imports the fitting code in a worker and answers with its pid.
-    assert warmed.submit(pool._import_fitting_code).result(timeout=120) > 0
+    assert warmed.submit(pool.import_fitting_code).result(timeout=120) > 0
     assert pool.get_pool(2) is warmed
 
 
@@ -90,3 +98,94 @@ def test_a_worker_settles_once_when_it_first_loads_the_data(
         result = fold._worker_fold(path, pipeline, {}, k, ["accuracy"])
         assert result.error is None
     assert settled == [1]
+
+
+def _worker_state() -> dict[str, Any]:
+    # Runs as a fresh worker's first task: what it had before doing anything.
+    from threadpoolctl import threadpool_info
+
+    return {
+        "pid": os.getpid(),
+        "parent": os.getppid(),
+        "frozen": gc.get_freeze_count(),
+        "threads": {info["num_threads"] for info in threadpool_info()},
+        "env": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server here"
+)
+def test_workers_are_forked_from_a_server_that_imported_the_fitting_code() -> None:
+    assert pool.start_fork_server()
+    workers = 2
+    # Three workers first: the pool asked for next is a new one, with workers started now.
+    pool.get_pool(3).submit(os.getpid).result(timeout=120)
+    fresh = pool.get_pool(workers)
+    states = [fresh.submit(_worker_state).result(timeout=120) for _ in range(workers)]
+    for state in states:
+        assert state["parent"] != os.getpid()  # a fork of the server, not of this process
+        # scikit-learn and the rest came imported and frozen (kubetune.worker_preload) ...
+        assert state["frozen"] > 10_000
+        # ... and the thread caps reached the libraries loaded before they were known.
+        assert state["threads"] == {pool.worker_threads(workers)}
+        assert state["env"] == str(pool.worker_threads(workers))
+
+
+def _main_module(monkeypatch: pytest.MonkeyPatch, **attributes: Any) -> None:
+    main = types.ModuleType("__main__")
+    for name, value in attributes.items():
+        setattr(main, name, value)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+
+
+def test_a_main_module_run_by_name_is_preloaded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `python -m kubetune.runner`: each worker runs the module again, its imports then loaded.
+    _main_module(monkeypatch, __spec__=types.SimpleNamespace(name="kubetune.runner"))
+    assert pool.preload_modules() == [pool.WORKER_PRELOAD, "kubetune.runner"]
+    # `python -m pytest` or a package's __main__: multiprocessing does not run those again.
+    _main_module(monkeypatch, __spec__=types.SimpleNamespace(name="pytest.__main__"))
+    assert pool.preload_modules() == [pool.WORKER_PRELOAD]
+    _main_module(monkeypatch, __spec__=None)
+    assert pool.preload_modules() == [pool.WORKER_PRELOAD]
+
+
+@pytest.fixture
+def no_start_method(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """loky's start method unset; the fork server's preloads recorded, the server not started."""
+    monkeypatch.setattr(context, "_DEFAULT_START_METHOD", None)
+    preloads: list[list[str]] = []
+    monkeypatch.setattr(forkserver, "set_forkserver_preload", preloads.append)
+    return preloads
+
+
+def test_no_fork_server_for_a_script_read_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, no_start_method: list[list[str]]
+) -> None:
+    _main_module(monkeypatch, __file__="<stdin>")  # a forked worker could not run it again
+    assert not pool.start_fork_server()
+    assert context.get_start_method() is None and no_start_method == []
+
+
+def test_no_fork_server_where_loky_was_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, no_start_method: list[list[str]]
+) -> None:
+    monkeypatch.setattr(context, "_DEFAULT_START_METHOD", "loky")
+    assert not pool.start_fork_server()
+    assert context.get_start_method() == "loky" and no_start_method == []
+
+
+def test_a_fork_server_that_cannot_start_leaves_loky_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, no_start_method: list[list[str]]
+) -> None:
+    def too_long() -> None:
+        raise OSError("AF_UNIX path too long")
+
+    monkeypatch.setattr(forkserver, "ensure_running", too_long)
+    assert not pool.start_fork_server()
+    assert context.get_start_method() is None
+    # warm_up then starts the workers the way loky does (each imports the fitting code).
+    started: list[int] = []
+    monkeypatch.setattr(pool, "get_pool", lambda workers: started.append(workers))
+    pool.warm_up(2)
+    assert started == [2]

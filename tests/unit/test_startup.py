@@ -50,6 +50,6 @@ def test_a_warm_worker_imports_the_fitting_code_frozen_with_the_collector_on(
     from kubetune import pool
 
     gc.enable()
-    pool._import_fitting_code()  # what each worker runs first, here in this process
+    pool.import_fitting_code()  # what each worker runs first, here in this process
     assert gc.isenabled()
     assert gc.get_freeze_count() > 10_000  # scikit-learn and the rest, out of the collector

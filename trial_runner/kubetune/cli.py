@@ -208,9 +208,10 @@ def load(path: Path, *, warm_workers: int | None = None, seed: int | None = None
 
     Args:
         path: the YAML file.
-        warm_workers: start this many worker processes (or the spec's parallelism if 0) as
-            soon as the YAML is read, so that they import scikit-learn while this process
-            imports the engine and loads the data. None starts none.
+        warm_workers: get the imports of this many worker processes (or of the spec's
+            parallelism if 0) under way as soon as the YAML is read, so that scikit-learn is
+            imported for them while this process imports the engine and loads the data (see
+            kubetune.pool.warm_up). None starts nothing.
         seed: the seed of an interrupted run that this one resumes (else the spec's, or new).
     """
     document = read_document(path)
@@ -221,8 +222,8 @@ def load(path: Path, *, warm_workers: int | None = None, seed: int | None = None
 
     from kubetune.startup import collector_paused
 
-    # The heavy imports (and the estimator's module, imported by prepare) while the workers
-    # import theirs: see kubetune.startup.
+    # The heavy imports (and the estimator's module, imported by prepare) while the workers'
+    # fork server imports its own: see kubetune.startup.
     with collector_paused():
         # The pydantic models before scikit-learn. On Python < 3.13 pydantic reads a model's
         # attribute docstrings by walking the stack with inspect.getmodule, which rescans

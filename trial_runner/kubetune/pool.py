@@ -1,14 +1,24 @@
 """The worker processes: joblib's reusable pool, and starting it before it is needed.
 
-Kept light (no scikit-learn or optuna here): ``kubetune run`` calls :func:`warm_up` as soon as
-it has read the YAML, so that the workers start and import scikit-learn while the main process
-is still importing the engine and loading the data. The executor later asks for the same pool
-and gets these warm workers.
+Workers are forked from a fork server (``multiprocessing``'s ``forkserver`` start method, which
+loky supports) that has imported scikit-learn once. ``kubetune run`` starts that server as soon
+as it has read the YAML, so that it imports while the main process imports the engine and loads
+the data; when the executor asks for the pool, each worker is a fork of the server with nothing
+left to import. At parallelism 2 on 2 cores this replaces two imports of scikit-learn, made at
+the same time as the main process's own, with one, and the workers share the server's imported
+modules in memory until they write to them.
+
+Where there is no fork server (Windows), or someone else chose loky's start method, workers
+start as loky starts them and :func:`warm_up` has each import the fitting code in the
+background instead.
+
+Kept light (no scikit-learn or optuna here): it is imported before them.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 BLAS_THREAD_VARIABLES = (
@@ -18,14 +28,22 @@ BLAS_THREAD_VARIABLES = (
     "BLIS_NUM_THREADS",
 )
 
+# What the fork server imports before it forks a worker.
+WORKER_PRELOAD = "kubetune.worker_preload"
 
-def worker_env(workers: int) -> dict[str, str]:
-    """Thread limits for each worker, as joblib sets them: the cores split between workers.
 
-    Without them BLAS and OpenMP inside each fit would start a thread per core in every worker
+def worker_threads(workers: int) -> int:
+    """BLAS and OpenMP threads for each worker, as joblib sets them: the cores split between them.
+
+    Without a limit BLAS and OpenMP inside each fit would start a thread per core in every worker
     and oversubscribe the machine.
     """
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def worker_env(workers: int) -> dict[str, str]:
+    """The thread limits as environment variables, for workers that load the libraries later."""
+    threads = str(worker_threads(workers))
     return {name: threads for name in BLAS_THREAD_VARIABLES}
 
 
@@ -37,28 +55,103 @@ def get_pool(workers: int) -> Any:
     """
     from joblib.executor import get_memmapping_executor
 
-    return get_memmapping_executor(workers, env=worker_env(workers), reuse=True)
+    start_fork_server()
+    return get_memmapping_executor(
+        workers,
+        env=worker_env(workers),
+        reuse=True,
+        initializer=limit_threads,
+        initargs=(worker_threads(workers),),
+    )
 
 
 def warm_up(workers: int) -> None:
-    """Start the worker processes now and have each import the fitting code in the background.
+    """Get the workers' imports under way now, in the background.
 
-    Does nothing for one worker (fits then run in this process). Never raises: a pool that
-    cannot start now fails later, where the executor reports it.
+    Starts the fork server (it imports the fitting code, then waits for the executor to ask for
+    workers) or, without one, the workers themselves, each importing the fitting code. Does
+    nothing for one worker (fits then run in this process). Never raises: a pool that cannot
+    start now fails later, where the executor reports it.
     """
     if workers <= 1:
         return
     try:
+        if start_fork_server():
+            return
         pool = get_pool(workers)
         for _ in range(workers):
-            pool.submit(_import_fitting_code)
+            pool.submit(import_fitting_code)
     except Exception:  # warming up is only an optimisation
         return
 
 
-def _import_fitting_code() -> int:
-    # Runs in a worker: what the first fold fit would import, paid while the parent works, then
-    # frozen out of the collector (see kubetune.fold.settle_worker).
+def start_fork_server() -> bool:
+    """Make loky start workers from a fork server that preloads the fitting code, and start it.
+
+    Returns False, changing nothing, where the platform has no fork server, loky's start method
+    was already set to another, the main module is a script that a worker could not read, or
+    the server cannot start. Starting an already running server does nothing.
+    """
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    from joblib.externals.loky.backend.context import get_start_method, set_start_method
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if isinstance(main_file, str) and not os.path.isfile(main_file):
+        return False  # a script read from standard input: a worker could not run it again
+    method = get_start_method()
+    if method not in (None, "forkserver"):
+        return False
+    # Read when the server starts; later calls change nothing in a running server.
+    forkserver.set_forkserver_preload(preload_modules())
+    try:
+        forkserver.ensure_running()  # spawns the server and returns: it imports meanwhile
+    except OSError:  # e.g. a temporary directory too deep for a Unix socket's path
+        return False
+    if method is None:
+        set_start_method("forkserver")
+    return True
+
+
+def preload_modules() -> list[str]:
+    """What the fork server imports: the fitting code, and the main module if run by name.
+
+    A worker started by the fork server runs the main module again, as ``multiprocessing`` does
+    for its spawn and forkserver methods (a script's ``if __name__ == "__main__"`` block does
+    not run). For ``python -m kubetune.runner`` that would import the Kubernetes client and
+    the engine in every worker; imported once in the server, they are already loaded there.
+    """
+    modules = [WORKER_PRELOAD]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name != "__main__" and not name.endswith(".__main__"):
+        modules.append(name)
+    return modules
+
+
+def limit_threads(threads: int) -> None:
+    """Run by each worker as it starts: cap BLAS and OpenMP at ``threads`` threads.
+
+    A worker forked from the fork server inherits the libraries the server loaded before any
+    limit was known, so environment variables come too late for them; threadpoolctl (what
+    scikit-learn uses for this) sets the limit in each loaded library. The variables are set
+    too, for libraries loaded later.
+    """
+    os.environ.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
+def import_fitting_code() -> int:
+    """Import what the first fold fit would, frozen out of the collector; return the pid.
+
+    The fork server's preload runs it once; without a fork server each worker runs it as its
+    first task (see :func:`warm_up` and kubetune.fold.settle_worker).
+    """
     from kubetune.startup import collector_paused
 
     with collector_paused(freeze=True):
