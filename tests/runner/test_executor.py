@@ -6,6 +6,7 @@ import math
 import os
 import pickle
 import signal
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -147,3 +148,39 @@ def test_a_pool_broken_by_a_task_that_cannot_be_read_fails_the_search_as_before(
         )
         with pytest.raises(BrokenProcessPool, match="un-serialize"):
             future.result(timeout=300)
+
+
+def test_closing_on_ctrl_c_with_fits_queued_stops_the_workers_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``kubetune run`` does on Ctrl-C: close(kill=True) with many fits not yet started.
+    loky's manager thread must not die with an exception (its traceback would be printed after
+    kubetune's own message)."""
+    died: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 3)), rng.normal(size=60)
+    splits = list(KFold(n_splits=3).split(X))
+    pipeline = Pipeline([("model", DiesInFit())])
+    gate = str(tmp_path / "gate")  # never opened: each fit waits until killed
+    executor = Executor(X=X, y=y, splits=splits, workers=2)
+    futures = [
+        executor.submit(
+            pipeline=pipeline,
+            params={"touch": str(tmp_path / f"started-{k}"), "wait_for": gate},
+            fold=k % 3,
+            metrics=["r2"],
+        )
+        for k in range(16)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("started-*"))) < 2:  # both workers are in a fit
+        assert time.monotonic() < deadline, "the fits never started"
+        time.sleep(0.01)
+    executor.close(kill=True)
+    for thread in threading.enumerate():
+        if thread.name == "ExecutorManagerThread":
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+    assert died == []
+    assert all(f.done() for f in futures[5:])  # the queued ones were cancelled

@@ -8,6 +8,12 @@ A worker that dies in a fit (killed for using too much memory, or a crash in nat
 the whole pool and fails every fit in flight. Those fits run again one at a time on a fresh pool:
 the one that kills its worker again fails alone, with that reason, and the search goes on; fits
 submitted meanwhile wait for the reruns, then go to the pool as usual.
+
+At most ``2 * workers + 1`` fits are in the pool at a time (one running in each worker, the rest
+in loky's call queue); the others wait here. Fits in the call queue start the moment a worker is
+free, so the workers never wait for this process. And loky's ``shutdown(kill_workers=True)``,
+on Ctrl-C, then finds none of them still in its own backlog: its manager thread dies with a
+KeyError on such a fit (loky 3.6, in joblib 1.6) and prints the traceback after our message.
 """
 
 from __future__ import annotations
@@ -42,11 +48,14 @@ class Executor:
         self.X, self.y = X, y
         self._dir: str | None = None
         self._pool: Any = None
-        # After a worker died: the fits that were in the broken pool (rerun one at a time) and
-        # the fits submitted meanwhile (sent to the pool once the reruns are done).
         self._lock = threading.Lock()
+        # Fits waiting to go to the pool (in order), and how many are in it.
+        self._queued: deque[tuple[Future[FoldResult], _Task]] = deque()
+        self._in_pool = 0
+        self._pool_capacity = 2 * self.workers + 1
+        # After a worker died: the fits that were in the broken pool, rerun one at a time while
+        # the queued ones wait.
         self._suspects: deque[tuple[Future[FoldResult], _Task]] = deque()
-        self._held: deque[tuple[Future[FoldResult], _Task]] = deque()
         self._recovering = False
         self._closed = False
         if self.workers > 1:
@@ -65,11 +74,8 @@ class Executor:
             task: _Task = (pipeline, params, fold, list(metrics))
             outer: Future[FoldResult] = Future()
             with self._lock:
-                if self._recovering:
-                    self._held.append((outer, task))
-                    return outer
-                pool = self._pool
-            self._send(pool, outer, task)
+                self._queued.append((outer, task))
+            self._dispatch()
             return outer
         done: Future[FoldResult] = Future()
         done.set_result(
@@ -90,11 +96,28 @@ class Executor:
         """Mean n_test / n_train over the folds, for the corrected variance."""
         return float(np.mean([len(test) / len(train) for train, test in self._splits]))
 
+    def _dispatch(self) -> None:
+        """Send queued fits to the pool while it has room (none while reruns go on)."""
+        while True:
+            with self._lock:
+                if (
+                    self._closed
+                    or self._recovering
+                    or not self._queued
+                    or self._in_pool >= self._pool_capacity
+                ):
+                    return
+                outer, task = self._queued.popleft()
+                self._in_pool += 1
+                pool = self._pool
+            self._send(pool, outer, task)
+
     def _send(self, pool: Any, outer: Future[FoldResult], task: _Task) -> None:
         try:
             inner = pool.submit(_worker_fold, self._path, *task)
         except Exception as error:  # a broken pool refuses work (Ctrl-C still goes up at once)
             self._settle_error(error, outer, task)
+            self._left_pool()
             return
         inner.add_done_callback(lambda done: self._settle(done, outer, task))
 
@@ -106,6 +129,12 @@ class Executor:
             self._settle_error(error, outer, task)
         else:
             _resolve(outer, result=inner.result())
+        self._left_pool()
+
+    def _left_pool(self) -> None:
+        with self._lock:
+            self._in_pool -= 1
+        self._dispatch()
 
     def _settle_error(self, error: BaseException, outer: Future[FoldResult], task: _Task) -> None:
         # Only a worker that died breaks the pool this way; a task or result that cannot be
@@ -124,13 +153,10 @@ class Executor:
 
     def _rerun_suspects(self) -> None:
         """Rerun the fits of a broken pool one at a time: one that breaks it again fails alone."""
-        pool: Any = None
         try:
             while True:
                 with self._lock:
                     if self._closed or not self._suspects:
-                        held = list(self._held)
-                        self._held.clear()
                         self._recovering = False
                         break
                     outer, task = self._suspects.popleft()
@@ -151,18 +177,15 @@ class Executor:
         finally:
             with self._lock:
                 self._recovering = False
-        if self._closed:
-            return
-        for outer, task in held:
-            self._send(self._pool if pool is None else pool, outer, task)
+        self._dispatch()  # what was queued meanwhile goes to the pool as usual
 
     def close(self, *, kill: bool = False) -> None:
         with self._lock:
             self._closed = True
-            for outer, _ in (*self._suspects, *self._held):
+            for outer, _ in (*self._suspects, *self._queued):
                 outer.cancel()
             self._suspects.clear()
-            self._held.clear()
+            self._queued.clear()
             pool, self._pool = self._pool, None
         if pool is not None and kill:
             pool.shutdown(wait=False, kill_workers=True)
