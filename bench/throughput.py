@@ -390,10 +390,11 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
     )
     floor = import_floor()
     rep.line(
-        f"start-up floor: a fresh `python -c 'import kubetune.fold'` (what each worker imports: "
-        f"scikit-learn, SciPy, pandas) takes {floor['wall']:.2f} s wall, {floor['cpu']:.2f} s CPU "
-        f"(median of {floor['runs']}); at p{parallelism} the main process and {parallelism} "
-        f"workers each pay it on {os.cpu_count()} cores"
+        f"start-up floor: a fresh `python -c 'import kubetune.fold'` (the fitting code: "
+        f"scikit-learn, SciPy) takes {floor['wall']:.2f} s wall, {floor['cpu']:.2f} s CPU "
+        f"(median of {floor['runs']}); at p{parallelism} the main process and the workers' fork "
+        f"server pay it side by side on {os.cpu_count()} cores (the {parallelism} workers are "
+        "forks of the server, with nothing to import); at p1 only the main process"
     )
     return goals
 
