@@ -29,7 +29,8 @@ Reported: median wall ratio kubetune/GridSearchCV (goal <= 1.00), efficiency
 E = (summed fit+score seconds / cores) / wall, where the fit and score seconds are the
 in-worker wall times of every (candidate, fold) (trials.csv mean_fit_time/mean_score_time x
 folds, cv_results_ likewise); for single-threaded fits they approximate CPU seconds; goal
-E >= 0.90 where the median trial (5 folds) takes a second or more. And the speedup of
+E >= 0.90 on the tasks built with trials (5 folds) of a second or more, RF and HGBR (the
+median trial is printed beside it). And the speedup of
 parallelism P over 1 (kubetune wall at 1 / at P, goal >= 1.8 for P = 2).
 
     python bench/throughput.py [--repeats 3] [--tasks digits-SVC ...] [--markdown FILE]
@@ -72,6 +73,9 @@ class ThroughputTask:
     grid: dict[str, list[Any]]
     metric: str
     description: str
+    # Built so that its trials take a second or more: its E is judged against the goal. Decided
+    # by the task, not by the measured median trial, which drifts around 1 s with the machine.
+    long_trials: bool = True
 
 
 TASKS = [
@@ -82,6 +86,7 @@ TASKS = [
         grid={"C": [10.0**k for k in range(-2, 4)], "gamma": [10.0**k for k in range(-4, 0)]},
         metric="accuracy",
         description="digits 1797 x 64, SVC 6 C x 4 gamma",
+        long_trials=False,
     ),
     ThroughputTask(
         name="synthetic-RF",
@@ -323,7 +328,7 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
     summary = []
     for r in results:
         t = r["task"]
-        long_trials = r["trial_s"] >= 1.0
+        long_trials = t.long_trials
         summary.append(
             (
                 t.name,
