@@ -11,7 +11,7 @@ instead of running ``python -m kubetune.runner`` as ``tests/cluster/jobsim.py`` 
 What :class:`InstantJobs` writes is what the operator reads (``planner.plan_tuning``): a stage
 is over when its Job has the ``Complete`` condition *and* ``status.report`` of the TuningJob
 names that stage with a terminal phase. So, for each new stage Job, in the order a real pod
-would produce them: (1) the runner's reads and its final write (``kubetune/runner.py``:
+would produce them: (1) the runner's reads and its final write (``kubetune/runner/stage.py``:
 ``run_task`` GETs the TuningJob, then ``StatusReporter.status(final=True)`` merge-patches
 ``trials``, ``progress``, ``topTrials``, ``report``, ``reproducibility`` without the seed, and
 ``best``), with trials made up from the Job's frozen task (grid points of the stage's space,
@@ -127,7 +127,7 @@ def stage_index(stage: str) -> int:
 def runner_status(job: dict[str, Any], previous: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The TuningJob and the status patch of the stage runner's last write (final=True).
 
-    Mirrors ``StatusReporter.status`` in ``kubetune/runner.py``; the trials are the first grid
+    Mirrors ``StatusReporter.status`` in ``kubetune/runner/stage.py``; the trials are the first grid
     points of the stage's frozen space with made-up scores (nothing is fitted).
     """
     task = task_of(job)

@@ -33,7 +33,7 @@ RUN apt-get update \
 # the root filesystem is read-only at run time.
 RUN --mount=type=bind,from=build,source=/dist,target=/dist \
     pip install --no-cache-dir "$(ls /dist/kubetune-*.whl)[boost]" \
-    && python -c "import kubetune.runner, lightgbm, xgboost"
+    && python -c "import kubetune.runner.stage, lightgbm, xgboost"
 # HOME and the working directory are /tmp: the one writable path (an emptyDir in the Job).
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HOME=/tmp
 WORKDIR /tmp

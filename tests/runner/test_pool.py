@@ -140,11 +140,12 @@ def _main_module(monkeypatch: pytest.MonkeyPatch, **attributes: Any) -> None:
 
 
 def test_a_main_module_run_by_name_is_preloaded_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    # `python -m kubetune.runner`: each worker runs the module again, its imports then loaded.
-    _main_module(monkeypatch, __spec__=types.SimpleNamespace(name="kubetune.runner"))
-    assert pool.preload_modules() == [pool.WORKER_PRELOAD, "kubetune.runner"]
-    # `python -m pytest` or a package's __main__: multiprocessing does not run those again.
-    _main_module(monkeypatch, __spec__=types.SimpleNamespace(name="pytest.__main__"))
+    # `python -m some.module`: each worker runs the module again, its imports then loaded.
+    _main_module(monkeypatch, __spec__=types.SimpleNamespace(name="some.module"))
+    assert pool.preload_modules() == [pool.WORKER_PRELOAD, "some.module"]
+    # A package's __main__ (`python -m kubetune.runner`, `python -m pytest`): multiprocessing
+    # does not run those again.
+    _main_module(monkeypatch, __spec__=types.SimpleNamespace(name="kubetune.runner.__main__"))
     assert pool.preload_modules() == [pool.WORKER_PRELOAD]
     _main_module(monkeypatch, __spec__=None)
     assert pool.preload_modules() == [pool.WORKER_PRELOAD]

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from kubetune import runner
 from kubetune.api import TuningJobSpec
 from kubetune.api.status import TuningJobStatus
 from kubetune.planning import ObjectRef, StageTask, plan_stage, resolve_space
+from kubetune.runner import stage as runner
 
 pytestmark = pytest.mark.runner
 
@@ -205,3 +205,50 @@ def test_an_api_error_reaches_the_termination_log_without_its_headers(
         "internal error in the runner: Kubernetes API 403 Forbidden: "
         'configmaps is forbidden: User "x" cannot create'
     )
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        (None, 1),
+        ("not json", 1),
+        (json.dumps({"plan": {"parallelism": 2}}), 2),
+        (json.dumps({"plan": {"parallelism": "2"}}), 1),
+        (json.dumps({"plan": {"parallelism": 0}}), 1),
+        (json.dumps({"plan": None}), 1),
+        (json.dumps([1, 2]), 1),
+    ],
+)
+def test_the_job_command_reads_the_parallelism_before_validation(
+    monkeypatch: pytest.MonkeyPatch, task: str | None, expected: int
+) -> None:
+    from kubetune.runner import __main__ as command
+
+    if task is None:
+        monkeypatch.delenv(runner.TASK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(runner.TASK_ENV, task)
+    assert command.declared_parallelism() == expected
+
+
+def test_the_job_command_starts_the_workers_before_importing_the_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    import kubetune.runner
+    from kubetune.runner import __main__ as command
+
+    # As in a fresh pod: the stage code (the engine, the Kubernetes client) not yet imported.
+    monkeypatch.delitem(sys.modules, "kubetune.runner.stage")
+    monkeypatch.delattr(kubetune.runner, "stage")
+    started: list[tuple[int, bool]] = []
+    monkeypatch.setattr(
+        command,
+        "warm_up",
+        lambda workers: started.append((workers, "kubetune.runner.stage" in sys.modules)),
+    )
+    monkeypatch.setenv(runner.TASK_ENV, json.dumps({"plan": {"parallelism": 2}}))
+    assert command.run() == runner.EXIT_NO_RETRY  # not a valid task: the stage says so
+    assert started == [(2, False)]
+    assert "kubetune.runner.stage" in sys.modules

@@ -121,8 +121,9 @@ def preload_modules() -> list[str]:
 
     A worker started by the fork server runs the main module again, as ``multiprocessing`` does
     for its spawn and forkserver methods (a script's ``if __name__ == "__main__"`` block does
-    not run). For ``python -m kubetune.runner`` that would import the Kubernetes client and
-    the engine in every worker; imported once in the server, they are already loaded there.
+    not run), except a package's ``__main__`` (``python -m kubetune.runner``). For a module run
+    by name that would import all it imports in every worker; imported once in the server, it
+    is already loaded there.
     """
     modules = [WORKER_PRELOAD]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)

@@ -1,4 +1,4 @@
-"""`python -m kubetune.runner`: run one stage of a TuningJob inside its Job's pod.
+"""One stage of a TuningJob inside its Job's pod (started by ``python -m kubetune.runner``).
 
 The frozen task (``KUBETUNE_TASK``, set by the operator) says which stage, over which space,
 for which resource. The stage runs on the same engine as `kubetune run`, and its progress goes
@@ -12,7 +12,6 @@ readable line goes to the termination log, which the operator shows in status.
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import sys
 import time
@@ -36,10 +35,10 @@ from kubetune.engine import JobRun, Prepared, drive, open_executor, prepare
 from kubetune.ledger import ConfigMapJournal, ConfigMapStore, LedgerFull
 from kubetune.planning import StageTask
 from kubetune.results import TrialRecord, best_trial, failure_groups, ranked, summary
+from kubetune.runner import TASK_ENV
 from kubetune.trials import ledger_prefix
 
 EXIT_OK, EXIT_NO_RETRY, EXIT_INTERNAL = 0, 2, 3
-TASK_ENV = "KUBETUNE_TASK"
 TERMINATION_LOG = os.environ.get("KUBETUNE_TERMINATION_LOG", "/dev/termination-log")
 MIN_INTERVAL = 1.0
 
@@ -230,9 +229,3 @@ def run_task(
     score = "-" if best is None else f"{best.mean(run.metric):.4f}"
     print(f"{plan.name}: {run.counts().completed} trials, best {run.metric} {score}", flush=True)
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    code = main()
-    gc.freeze()  # exit without the final collection over everything imported (see cli.console)
-    sys.exit(code)

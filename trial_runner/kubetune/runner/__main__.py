@@ -1,0 +1,43 @@
+"""The stage Job's command, ``python -m kubetune.runner``: see :mod:`kubetune.runner.stage`.
+
+The stage's workers are forked from a fork server that imports scikit-learn (kubetune.pool).
+Started before the stage code is imported (the engine, the Kubernetes client, optuna), the
+server imports side by side with this process instead of after it. Run as a package's
+``__main__``, this module is also one that multiprocessing does not run again in each worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+
+from kubetune.pool import warm_up
+from kubetune.runner import TASK_ENV
+from kubetune.startup import collector_paused
+
+
+def declared_parallelism() -> int:
+    """The task's parallelism, read before validation only to start the workers early.
+
+    Anything odd counts as one worker (none started now); the stage reports the problem.
+    """
+    try:
+        value = json.loads(os.environ.get(TASK_ENV) or "null")["plan"]["parallelism"]
+    except (ValueError, TypeError, KeyError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 256 else 1
+
+
+def run() -> int:
+    warm_up(declared_parallelism())
+    with collector_paused():  # see kubetune.startup
+        from kubetune.runner.stage import main
+    return main()
+
+
+if __name__ == "__main__":
+    code = run()
+    gc.freeze()  # exit without the final collection over everything imported (see cli.console)
+    sys.exit(code)
