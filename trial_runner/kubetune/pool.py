@@ -2,15 +2,18 @@
 
 Workers are forked from a fork server (``multiprocessing``'s ``forkserver`` start method, which
 loky supports) that has imported scikit-learn once. ``kubetune run`` starts that server as soon
-as it has read the YAML, so that it imports while the main process imports the engine and loads
-the data; when the executor asks for the pool, each worker is a fork of the server with nothing
-left to import. At parallelism 2 on 2 cores this replaces two imports of scikit-learn, made at
-the same time as the main process's own, with one, and the workers share the server's imported
-modules in memory until they write to them.
+as it has read the YAML, and a stage Job's ``python -m kubetune.runner`` as soon as it has read
+its task, so that it imports while the main process imports the engine and loads the data; when
+the executor asks for the pool, each worker is a fork of the server with nothing left to import.
+At parallelism 2 on 2 cores this replaces two imports of scikit-learn, made at the same time as
+the main process's own, with one, and the workers share the server's imported modules in memory
+until they write to them (bench/worker_start.py, bench/datasize.py).
 
-Where there is no fork server (Windows), or someone else chose loky's start method, workers
-start as loky starts them and :func:`warm_up` has each import the fitting code in the
-background instead.
+As with multiprocessing's spawn and forkserver methods, each worker runs the main script again
+without its ``if __name__ == "__main__"`` block: a script that runs kubetune's engine needs that
+guard. Where there is no fork server (Windows), someone else chose loky's start method, the main
+script was read from standard input or the server cannot start, workers start as loky starts
+them and :func:`warm_up` has each import the fitting code in the background instead.
 
 Kept light (no scikit-learn or optuna here): it is imported before them.
 """
