@@ -35,7 +35,7 @@ from kubetune.engine import JobRun, drive, prepare
 from kubetune.executor import Executor
 from kubetune.ledger import ConfigMapJournal, MemoryStore
 from kubetune.planning import ObjectRef, StageTask, plan_stage, resolve_space
-from kubetune.runner import StatusReporter
+from kubetune.runner.stage import StatusReporter
 
 GOAL_MS = 10.0
 STATUS_LIMIT = 64 * 1024
