@@ -2,7 +2,7 @@
 
 Two start-up sequences, each in a fresh process timed from its launch, until both workers have
 answered a first task that imports what a first SVC fit imports (the fitting code and
-scikit-learn's SVM module):
+scikit-learn's SVM module, which the fork server imports beforehand for an SVC job):
 
 - ``run``: what ``kubetune run`` does: start the workers as soon as the YAML is read
   (``kubetune.pool.warm_up``), then import the engine, then ask for the pool.
@@ -51,7 +51,7 @@ def child(sequence: str, method: str) -> dict[str, float]:
 
         set_start_method("loky")
     if sequence == "run" or method == "forkserver":
-        pool.warm_up(WORKERS)
+        pool.warm_up(WORKERS, modules=["sklearn.svm"])  # the job's model, named by the YAML
     from kubetune.startup import collector_paused
 
     with collector_paused():

@@ -117,7 +117,7 @@ def _worker_state() -> dict[str, Any]:
     "forkserver" not in multiprocessing.get_all_start_methods(), reason="no fork server here"
 )
 def test_workers_are_forked_from_a_server_that_imported_the_fitting_code() -> None:
-    assert pool.start_fork_server()
+    assert pool.start_fork_server(workers=2)
     workers = 2
     # Three workers first: the pool asked for next is a new one, with workers started now.
     pool.get_pool(3).submit(os.getpid).result(timeout=120)
@@ -164,7 +164,7 @@ def test_no_fork_server_for_a_script_read_from_stdin(
     monkeypatch: pytest.MonkeyPatch, no_start_method: list[list[str]]
 ) -> None:
     _main_module(monkeypatch, __file__="<stdin>")  # a forked worker could not run it again
-    assert not pool.start_fork_server()
+    assert not pool.start_fork_server(workers=2)
     assert context.get_start_method() is None and no_start_method == []
 
 
@@ -172,7 +172,7 @@ def test_no_fork_server_where_loky_was_told_otherwise(
     monkeypatch: pytest.MonkeyPatch, no_start_method: list[list[str]]
 ) -> None:
     monkeypatch.setattr(context, "_DEFAULT_START_METHOD", "loky")
-    assert not pool.start_fork_server()
+    assert not pool.start_fork_server(workers=2)
     assert context.get_start_method() == "loky" and no_start_method == []
 
 
@@ -183,10 +183,154 @@ def test_a_fork_server_that_cannot_start_leaves_loky_as_it_was(
         raise OSError("AF_UNIX path too long")
 
     monkeypatch.setattr(forkserver, "ensure_running", too_long)
-    assert not pool.start_fork_server()
+    assert not pool.start_fork_server(workers=2)
     assert context.get_start_method() is None
     # warm_up then starts the workers the way loky does (each imports the fitting code).
     started: list[int] = []
     monkeypatch.setattr(pool, "get_pool", lambda workers: started.append(workers))
     pool.warm_up(2)
     assert started == [2]
+
+
+# Run as a fresh process: a fork server of its own, started for 2 workers and the job's modules.
+_FRESH_SERVER = """
+import json, os, sys
+
+def worker_state(names):
+    import gc
+    # The environment the server started with.
+    with open(f"/proc/{os.getppid()}/environ", "rb") as handle:
+        server = dict(
+            item.decode().split("=", 1) for item in handle.read().split(b"\\0") if b"=" in item
+        )
+    return {
+        "parent": os.getppid(),
+        "neighbors": "sklearn.neighbors" in sys.modules,
+        "frozen": gc.get_freeze_count(),
+        "server_env": {n: v for n, v in server.items() if n in names},
+        "modules_env": os.environ.get("KUBETUNE_WORKER_MODULES"),
+    }
+
+if __name__ == "__main__":
+    from kubetune import pool
+    for name in pool.BLAS_THREAD_VARIABLES:
+        os.environ.pop(name, None)
+    assert "sklearn.neighbors" not in sys.modules
+    assert pool.start_fork_server(workers=2, modules=["sklearn.neighbors", "not_installed_kt"])
+    # This process's environment is as it was: only the server got the caps and the modules.
+    leaked = [n for n in (*pool.BLAS_THREAD_VARIABLES, pool.MODULES_ENV) if n in os.environ]
+    executor = pool.get_pool(2)
+    state = executor.submit(worker_state, sys.argv[1].split(",")).result(timeout=120)
+    state["main"] = os.getpid()
+    state["leaked"] = leaked
+    print(json.dumps(state))
+"""
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods() or not os.path.isdir("/proc"),
+    reason="no fork server here, or no /proc to read its environment from",
+)
+def test_the_fork_server_imports_the_jobs_modules_with_the_workers_thread_caps(
+    tmp_path: Any,
+) -> None:
+    import json
+    import subprocess
+
+    script = tmp_path / "fresh_server.py"
+    script.write_text(_FRESH_SERVER)
+    names = ",".join([*pool.BLAS_THREAD_VARIABLES, pool.MODULES_ENV])
+    done = subprocess.run(
+        [sys.executable, str(script), names],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["parent"] != state["main"]  # forked by the server
+    assert state["neighbors"]  # imported by the server, not by the task (it needs none)
+    assert state["frozen"] > 10_000
+    assert state["modules_env"] is None  # read by the server's preload, then dropped
+    # The server started with the workers' thread caps (so its BLAS and OpenMP never had more
+    # threads) and the job's modules; this process's environment is as it was.
+    assert state["server_env"] == {
+        **pool.worker_env(2),
+        pool.MODULES_ENV: "sklearn.neighbors,not_installed_kt",
+    }
+    assert state["leaked"] == []
+
+
+def test_the_fork_server_imports_only_allow_listed_modules(tmp_path: Any) -> None:
+    import subprocess
+
+    # A name off the allow-lists in the variable is never imported (wave: a stdlib module that
+    # nothing here imports).
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; import kubetune.worker_preload; "
+            "print('sklearn.svm' in sys.modules, 'wave' in sys.modules, "
+            f"{pool.MODULES_ENV!r} in os.environ)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(sys.path),
+            pool.MODULES_ENV: "sklearn.svm,wave",
+        },
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False"]
+
+
+def test_without_a_fork_server_each_worker_imports_the_jobs_modules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    monkeypatch.setattr(pool, "start_fork_server", lambda **_: False)
+    sent: list[tuple[Any, ...]] = []
+
+    class Pool:
+        def submit(self, *args: Any) -> None:
+            sent.append(args)
+
+    monkeypatch.setattr(pool, "get_pool", lambda workers: Pool())
+    pool.warm_up(2, modules=["sklearn.svm"])
+    assert sent == [(pool.import_fitting_code, ["sklearn.svm"])] * 2
+    # There, a module that is not installed is skipped.
+    imported: list[str] = []
+    real = importlib.import_module
+
+    def record(name: str) -> Any:
+        imported.append(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib, "import_module", record)
+    try:
+        assert pool.import_fitting_code(["sklearn.svm", "not_installed_kt"]) == os.getpid()
+    finally:
+        gc.unfreeze()  # it froze this process's objects, as it does a worker's
+    assert imported == ["sklearn.svm", "not_installed_kt"]
+
+
+def test_kubetune_run_names_the_models_of_the_yaml_to_the_warm_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pathlib import Path
+
+    from kubetune import cli
+
+    asked: list[tuple[int, list[str]]] = []
+    monkeypatch.setattr(pool, "warm_up", lambda workers, modules: asked.append((workers, modules)))
+    example = Path(__file__).resolve().parents[2] / "examples" / "modelcomparison.yaml"
+    cli.load(example, warm_workers=3)
+    # RandomForest and HistGradientBoosting, SVC after a StandardScaler.
+    assert asked == [(3, ["sklearn.ensemble", "sklearn.preprocessing", "sklearn.svm"])]

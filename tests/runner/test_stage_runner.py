@@ -207,20 +207,27 @@ def test_an_api_error_reaches_the_termination_log_without_its_headers(
     )
 
 
+_SVC = {"estimator": {"name": "SVC"}, "preprocessing": [{"name": "PCA"}]}
+
+
 @pytest.mark.parametrize(
     ("task", "expected"),
     [
-        (None, 1),
-        ("not json", 1),
-        (json.dumps({"plan": {"parallelism": 2}}), 2),
-        (json.dumps({"plan": {"parallelism": "2"}}), 1),
-        (json.dumps({"plan": {"parallelism": 0}}), 1),
-        (json.dumps({"plan": None}), 1),
-        (json.dumps([1, 2]), 1),
+        (None, (1, [])),
+        ("not json", (1, [])),
+        (json.dumps({"plan": {"parallelism": 2}}), (2, [])),
+        (
+            json.dumps({"plan": {"parallelism": 2}, "spec": _SVC}),
+            (2, ["sklearn.decomposition", "sklearn.svm"]),
+        ),
+        (json.dumps({"plan": {"parallelism": "2"}, "spec": _SVC}), (1, [])),
+        (json.dumps({"plan": {"parallelism": 0}}), (1, [])),
+        (json.dumps({"plan": None}), (1, [])),
+        (json.dumps([1, 2]), (1, [])),
     ],
 )
-def test_the_job_command_reads_the_parallelism_before_validation(
-    monkeypatch: pytest.MonkeyPatch, task: str | None, expected: int
+def test_the_job_command_reads_the_parallelism_and_models_before_validation(
+    monkeypatch: pytest.MonkeyPatch, task: str | None, expected: tuple[int, list[str]]
 ) -> None:
     from kubetune.runner import __main__ as command
 
@@ -228,7 +235,7 @@ def test_the_job_command_reads_the_parallelism_before_validation(
         monkeypatch.delenv(runner.TASK_ENV, raising=False)
     else:
         monkeypatch.setenv(runner.TASK_ENV, task)
-    assert command.declared_parallelism() == expected
+    assert command.declared_task() == expected
 
 
 def test_the_job_command_starts_the_workers_before_importing_the_stage(
@@ -242,13 +249,15 @@ def test_the_job_command_starts_the_workers_before_importing_the_stage(
     # As in a fresh pod: the stage code (the engine, the Kubernetes client) not yet imported.
     monkeypatch.delitem(sys.modules, "kubetune.runner.stage")
     monkeypatch.delattr(kubetune.runner, "stage")
-    started: list[tuple[int, bool]] = []
+    started: list[tuple[int, list[str], bool]] = []
     monkeypatch.setattr(
         command,
         "warm_up",
-        lambda workers: started.append((workers, "kubetune.runner.stage" in sys.modules)),
+        lambda workers, modules: started.append(
+            (workers, modules, "kubetune.runner.stage" in sys.modules)
+        ),
     )
-    monkeypatch.setenv(runner.TASK_ENV, json.dumps({"plan": {"parallelism": 2}}))
+    monkeypatch.setenv(runner.TASK_ENV, json.dumps({"plan": {"parallelism": 2}, "spec": _SVC}))
     assert command.run() == runner.EXIT_NO_RETRY  # not a valid task: the stage says so
-    assert started == [(2, False)]
+    assert started == [(2, ["sklearn.decomposition", "sklearn.svm"], False)]
     assert "kubetune.runner.stage" in sys.modules

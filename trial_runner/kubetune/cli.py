@@ -209,16 +209,20 @@ def load(path: Path, *, warm_workers: int | None = None, seed: int | None = None
     Args:
         path: the YAML file.
         warm_workers: get the imports of this many worker processes (or of the spec's
-            parallelism if 0) under way as soon as the YAML is read, so that scikit-learn is
-            imported for them while this process imports the engine and loads the data (see
-            kubetune.pool.warm_up). None starts nothing.
+            parallelism if 0) under way as soon as the YAML is read, so that scikit-learn and
+            the spec's estimators are imported for them while this process imports the engine
+            and loads the data (see kubetune.pool.warm_up). None starts nothing.
         seed: the seed of an interrupted run that this one resumes (else the spec's, or new).
     """
     document = read_document(path)
     if warm_workers is not None:
+        from kubetune.allowlist import fitting_modules
         from kubetune.pool import warm_up
 
-        warm_up(warm_workers or _declared_parallelism(document))
+        warm_up(
+            warm_workers or _declared_parallelism(document),
+            modules=fitting_modules(document.get("spec")),
+        )
 
     from kubetune.startup import collector_paused
 

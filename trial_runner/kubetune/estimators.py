@@ -10,12 +10,14 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.pipeline import Pipeline
 
+from kubetune.allowlist import ESTIMATOR_MODULES, PREPROCESSOR_MODULES
 from kubetune.api.catalog import ESTIMATORS, Task
 from kubetune.api.defaults import default_space
 from kubetune.api.parameters import Parameter
@@ -53,25 +55,6 @@ class EstimatorEntry:
         return cls
 
 
-_MODULES = {
-    "sklearn.linear_model": ["LogisticRegression", "Ridge", "Lasso", "ElasticNet"],
-    "sklearn.svm": ["SVC", "SVR"],
-    "sklearn.neighbors": ["KNeighborsClassifier", "KNeighborsRegressor"],
-    "sklearn.ensemble": [
-        "RandomForestClassifier",
-        "RandomForestRegressor",
-        "ExtraTreesClassifier",
-        "ExtraTreesRegressor",
-        "GradientBoostingClassifier",
-        "GradientBoostingRegressor",
-        "HistGradientBoostingClassifier",
-        "HistGradientBoostingRegressor",
-    ],
-    "sklearn.neural_network": ["MLPClassifier", "MLPRegressor"],
-    "sklearn.dummy": ["DummyClassifier", "DummyRegressor"],
-    "xgboost": ["XGBClassifier", "XGBRegressor"],
-    "lightgbm": ["LGBMClassifier", "LGBMRegressor"],
-}
 # Fixed defaults that make a fit converge or stay quiet; the spec's params override them.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "LogisticRegression": {"max_iter": 2000},
@@ -91,22 +74,18 @@ ESTIMATOR_REGISTRY: dict[str, EstimatorEntry] = {
         defaults=_DEFAULTS.get(name, {}),
         extra=None if module.startswith("sklearn") else "boost",
     )
-    for module, names in _MODULES.items()
-    for name in names
+    for name, module in ESTIMATOR_MODULES.items()
 }
+
+
+def _load_step(module: str, name: str) -> type[BaseEstimator]:
+    cls: type[BaseEstimator] = getattr(importlib.import_module(module), name)
+    return cls
+
 
 PREPROCESSOR_REGISTRY: dict[str, Callable[[], type[BaseEstimator]]] = {
-    "StandardScaler": lambda: _sk("sklearn.preprocessing", "StandardScaler"),
-    "MinMaxScaler": lambda: _sk("sklearn.preprocessing", "MinMaxScaler"),
-    "RobustScaler": lambda: _sk("sklearn.preprocessing", "RobustScaler"),
-    "SimpleImputer": lambda: _sk("sklearn.impute", "SimpleImputer"),
-    "OneHotEncoder": lambda: _sk("sklearn.preprocessing", "OneHotEncoder"),
-    "PCA": lambda: _sk("sklearn.decomposition", "PCA"),
+    name: partial(_load_step, module, name) for name, module in PREPROCESSOR_MODULES.items()
 }
-
-
-def _sk(module: str, name: str) -> type[BaseEstimator]:
-    return getattr(importlib.import_module(module), name)
 
 
 def resolve_space(

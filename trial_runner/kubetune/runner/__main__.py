@@ -13,25 +13,31 @@ import json
 import os
 import sys
 
+from kubetune.allowlist import fitting_modules
 from kubetune.pool import warm_up
 from kubetune.runner import TASK_ENV
 from kubetune.startup import collector_paused
 
 
-def declared_parallelism() -> int:
-    """The task's parallelism, read before validation only to start the workers early.
+def declared_task() -> tuple[int, list[str]]:
+    """The task's parallelism and its estimator and step modules, read before validation only
+    to start the workers early.
 
     Anything odd counts as one worker (none started now); the stage reports the problem.
     """
     try:
-        value = json.loads(os.environ.get(TASK_ENV) or "null")["plan"]["parallelism"]
+        task = json.loads(os.environ.get(TASK_ENV) or "null")
+        value = task["plan"]["parallelism"]
     except (ValueError, TypeError, KeyError):
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 256 else 1
+        return 1, []
+    if not (isinstance(value, int) and 1 <= value <= 256):
+        return 1, []
+    return value, fitting_modules(task.get("spec"))
 
 
 def run() -> int:
-    warm_up(declared_parallelism())
+    workers, modules = declared_task()
+    warm_up(workers, modules=modules)
     with collector_paused():  # see kubetune.startup
         from kubetune.runner.stage import main
     return main()
