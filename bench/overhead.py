@@ -191,7 +191,7 @@ def run_all(quick: bool) -> dict[str, Any]:
     ]
     has_torch = importlib.util.find_spec("torch") is not None
     if has_torch:
-        cases.append(("bayesian", 100, "memory", "gp"))
+        cases += [("bayesian", 100, "memory", "gp"), ("bayesian", 100, "configmap", "gp")]
     rows = []
     goals: list[dict[str, Any]] = []
     for method, trials, backend, sampler in cases:
