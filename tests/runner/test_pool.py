@@ -305,20 +305,24 @@ def test_without_a_fork_server_each_worker_imports_the_jobs_modules(
     monkeypatch.setattr(pool, "get_pool", lambda workers: Pool())
     pool.warm_up(2, modules=["sklearn.svm"])
     assert sent == [(pool.import_fitting_code, ["sklearn.svm"])] * 2
-    # There, a module that is not installed is skipped.
+    # There (as in the fork server), a module that is not installed or fails to import is
+    # skipped: only the fits that need it fail, later, with the reason.
     imported: list[str] = []
     real = importlib.import_module
 
     def record(name: str) -> Any:
         imported.append(name)
+        if name == "broken_kt":
+            raise OSError("libomp.so: cannot open shared object file")
         return real(name)
 
     monkeypatch.setattr(importlib, "import_module", record)
     try:
-        assert pool.import_fitting_code(["sklearn.svm", "not_installed_kt"]) == os.getpid()
+        modules = ["broken_kt", "not_installed_kt", "sklearn.svm"]
+        assert pool.import_fitting_code(modules) == os.getpid()
     finally:
         gc.unfreeze()  # it froze this process's objects, as it does a worker's
-    assert imported == ["sklearn.svm", "not_installed_kt"]
+    assert imported == modules
 
 
 def test_kubetune_run_names_the_models_of_the_yaml_to_the_warm_up(

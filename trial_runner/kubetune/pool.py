@@ -182,7 +182,7 @@ def import_fitting_code(modules: Sequence[str] = ()) -> int:
     """Import what the first fold fit would, frozen out of the collector; return the pid.
 
     ``modules`` are the job's estimators and steps (kubetune.allowlist.fitting_modules); one
-    that is not installed is skipped. The fork server's preload runs this; without a fork
+    that cannot be imported is skipped. The fork server's preload runs this; without a fork
     server each worker runs it as its first task (see :func:`warm_up` and
     kubetune.fold.settle_worker).
     """
@@ -194,6 +194,8 @@ def import_fitting_code(modules: Sequence[str] = ()) -> int:
         import kubetune.fold  # noqa: F401
 
         for module in modules:
-            with suppress(ImportError):
+            # Not installed, or broken (an optional library's native code): the fits that need
+            # it fail with the reason, the other models of a comparison go on.
+            with suppress(Exception):
                 importlib.import_module(module)
     return os.getpid()
