@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from kubetune import fast_tpe
+from kubetune import fast_gp, fast_tpe
 from kubetune.planning import StagePlan, grid_values, planned_trials
 from kubetune.space import contains, decode, distributions, to_optuna
 
@@ -132,7 +132,7 @@ def make_sampler(plan: StagePlan, *, budget: int) -> optuna.samplers.BaseSampler
     startup = startup_trials(budget)
     if plan.sampler == "gp":
         _single_threaded_torch()
-        return optuna.samplers.GPSampler(seed=plan.seed, n_startup_trials=startup)
+        return fast_gp.GPSampler(seed=plan.seed, n_startup_trials=startup)
     return optuna.samplers.TPESampler(
         seed=plan.seed,
         n_startup_trials=startup,
