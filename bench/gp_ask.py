@@ -1,13 +1,17 @@
-"""Milliseconds per ask of kubetune's GP sampler, with and without greenlet (the `gp` extra).
+"""Milliseconds per ask of kubetune's GP sampler, against optuna's own and without greenlet.
 
-optuna's GPSampler optimises its acquisition function from several starting points. With the
-greenlet package it runs their L-BFGS-B steps as one batch; without it, one after another (and
-says so in a warning). This measures what that changes on the search spaces users tune, through
-kubetune's own sampler settings (`kubetune.strategies.make_sampler`: single-threaded PyTorch,
-a Sobol start of a quarter of the budget), with synthetic scores so that nothing is fitted.
+kubetune's GP sampler is optuna's GPSampler run without its CPU device mode
+(`kubetune.fast_gp`), with kubetune's settings (`kubetune.strategies.make_sampler`:
+single-threaded PyTorch, a Sobol start of a quarter of the budget). Three variants, on the
+search spaces users tune, with synthetic scores so that nothing is fitted:
 
-Each (space, greenlet on/off) is a fresh process; the two variants alternate, `--repeats` times.
-Without greenlet means the import is blocked in that process.
+- kubetune: as the runner uses it, with greenlet (the `gp` extra);
+- optuna: optuna's GPSampler with the same settings, so inside its `torch.device("cpu")` mode;
+- no greenlet: kubetune's sampler with the greenlet import blocked. optuna then runs the
+  L-BFGS-B steps of its acquisition search one start after another instead of as one batch
+  (and says so in a warning).
+
+Each (space, variant) is a fresh process; the variants alternate, `--repeats` times.
 
     python bench/gp_ask.py [--trials 100] [--repeats 3]
 """
@@ -44,23 +48,27 @@ SPACES = {
 
 CHILD = """
 import json, sys, time, warnings
-if sys.argv[1] == "off":
+if sys.argv[1] == "no greenlet":
     sys.modules["greenlet"] = None  # optuna then falls back to one start after another
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[4])
 import gp_ask
-print(json.dumps(gp_ask.time_asks(space=sys.argv[2], trials=int(sys.argv[3]))))
+print(json.dumps(gp_ask.time_asks(
+    space=sys.argv[2], trials=int(sys.argv[3]), optunas=sys.argv[1] == "optuna"
+)))
 """
 
 
-def time_asks(*, space: str, trials: int) -> dict[str, float]:
+def time_asks(*, space: str, trials: int, optunas: bool = False) -> dict[str, float]:
     import optuna
 
-    from kubetune.strategies import make_sampler
+    from kubetune.strategies import make_sampler, startup_trials
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     plan = SimpleNamespace(method="bayesian", sampler="gp", seed=0)
     sampler = make_sampler(plan, budget=trials)  # type: ignore[arg-type]
+    if optunas:  # the same settings (and one PyTorch thread), optuna's class
+        sampler = optuna.samplers.GPSampler(seed=0, n_startup_trials=startup_trials(trials))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     dists: dict[str, Any] = {}
     for name, kind, low, high, log in SPACES[space]:
@@ -106,11 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     here = sys.path[0]
     print(f"GP sampler, {args.trials} trials, ms per ask (median of {args.repeats} processes)")
-    print(f"{'search space':<50} {'greenlet':>9} {'without':>9} {'ratio':>6}")
+    variants = ("kubetune", "optuna", "no greenlet")
+    print(
+        f"{'search space':<50} {'kubetune':>9} {'optuna':>9} {'no greenlet':>12}"
+        f" {'kubetune/optuna':>16} {'kubetune/no greenlet':>21}"
+    )
     for space in SPACES:
-        runs: dict[str, list[float]] = {"on": [], "off": []}
+        runs: dict[str, list[float]] = {variant: [] for variant in variants}
         for _ in range(args.repeats):
-            for variant in ("on", "off"):
+            for variant in variants:
                 out = subprocess.run(
                     [sys.executable, "-c", CHILD, variant, space, str(args.trials), here],
                     check=True,
@@ -118,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                     text=True,
                 ).stdout
                 runs[variant].append(json.loads(out.strip().splitlines()[-1])["ms_per_ask"])
-        on, off = statistics.median(runs["on"]), statistics.median(runs["off"])
-        print(f"{space:<50} {on:>9.1f} {off:>9.1f} {on / off:>6.2f}")
+        ours, theirs, serial = (statistics.median(runs[variant]) for variant in variants)
+        print(
+            f"{space:<50} {ours:>9.1f} {theirs:>9.1f} {serial:>12.1f}"
+            f" {ours / theirs:>16.2f} {ours / serial:>21.2f}"
+        )
     return 0
 
 
