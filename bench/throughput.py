@@ -278,6 +278,13 @@ def measure(
         # the idle tail and exit. At P the fits' share is their sum / P.
         "outside_kt": statistics.median(r.wall - r.fit_score / parallelism for r in kt),
         "outside_kt1": statistics.median(r.wall - r.fit_score for r in kt1),
+        # The speedup if P lost no more time outside its fits than p1 does. p1's outside time is
+        # mostly the start-up (interpreter, imports, data), which one process pays alone either
+        # way, so this is what the fit slowdown and the start-up leave reachable.
+        "startup_bound": statistics.median(
+            b.wall / (b.wall - b.fit_score + a.fit_score / parallelism)
+            for a, b in zip(kt, kt1, strict=True)
+        ),
         "trial_s": statistics.median(r.trial_median for r in kt),
         "same_scores": same,
         "max_diff": max(diffs),
@@ -341,6 +348,7 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
                 f"{r['speedup']:.2f}",
                 f"{r['fit_inflation']:.2f}",
                 f"{parallelism / r['fit_inflation']:.2f}",
+                f"{r['startup_bound']:.2f}",
                 f"{r['outside_kt1']:.2f}",
                 f"{r['outside_kt']:.2f}",
                 "yes" if r["same_scores"] else f"NO (max diff {r['max_diff']:.2g})",
@@ -367,7 +375,8 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
             {
                 "item": "1",
                 "goal": f"{t.name}: speedup p{parallelism}/p1 >= {GOAL_SPEEDUP}",
-                "figure": f"{r['speedup']:.2f}",
+                "figure": f"{r['speedup']:.2f} (reachable with p1's start-up and the fit "
+                f"slowdown: {r['startup_bound']:.2f})",
                 "held": r["speedup"] >= GOAL_SPEEDUP,
             }
         )
@@ -383,6 +392,7 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
             f"speedup p{parallelism}/p1",
             "fit slowdown p2 vs p1",
             "speedup bound",
+            "bound with p1's start-up",
             "outside fits p1 s",
             f"outside fits p{parallelism} s",
             "same scores",
@@ -391,7 +401,10 @@ def report(results: list[dict[str, Any]], rep: Report, parallelism: int) -> list
         caption=f"Item 1, medians (E = summed in-worker fit+score s / {parallelism} cores / "
         "wall; E(CPU) = user+sys CPU s / cores / wall; fit slowdown = summed fit+score s at "
         f"p{parallelism} / at p1, the same fits; speedup bound = {parallelism} / fit slowdown; "
-        "outside fits = wall - summed fit+score s / workers: start-up, dispatch, idle tail, exit)",
+        "outside fits = wall - summed fit+score s / workers: start-up, dispatch, idle tail, exit; "
+        f"bound with p1's start-up = p1 wall / (outside fits p1 + fit+score at p{parallelism} / "
+        f"{parallelism}), the speedup if p{parallelism} lost no more time outside its fits than "
+        "p1)",
     )
     floor = import_floor()
     rep.line(
