@@ -54,12 +54,12 @@ warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[4])
 import gp_ask
 print(json.dumps(gp_ask.time_asks(
-    space=sys.argv[2], trials=int(sys.argv[3]), optunas=sys.argv[1] == "optuna"
+    space=sys.argv[2], trials=int(sys.argv[3]), optuna_class=sys.argv[1] == "optuna"
 )))
 """
 
 
-def time_asks(*, space: str, trials: int, optunas: bool = False) -> dict[str, float]:
+def time_asks(*, space: str, trials: int, optuna_class: bool = False) -> dict[str, float]:
     import optuna
 
     from kubetune.strategies import make_sampler, startup_trials
@@ -67,7 +67,7 @@ def time_asks(*, space: str, trials: int, optunas: bool = False) -> dict[str, fl
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     plan = SimpleNamespace(method="bayesian", sampler="gp", seed=0)
     sampler = make_sampler(plan, budget=trials)  # type: ignore[arg-type]
-    if optunas:  # the same settings (and one PyTorch thread), optuna's class
+    if optuna_class:  # the same settings (and one PyTorch thread), optuna's class
         sampler = optuna.samplers.GPSampler(seed=0, n_startup_trials=startup_trials(trials))
     study = optuna.create_study(direction="maximize", sampler=sampler)
     dists: dict[str, Any] = {}
