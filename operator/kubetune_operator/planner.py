@@ -665,6 +665,11 @@ def plan_comparison(
     st.progress = f"{len(finished)}/{len(outcomes)}"
     metric = spec.scoring.metric or "score"
     phase: Phase
+    # A model's failure is reported before the verdict it may lead to, so that the events read
+    # in the order things happened (they are posted in this order).
+    for o in failed:
+        if o.model not in {r.model for r in current.ranking if r.phase == "Failed"}:
+            events.append(Event("Warning", "ModelFailed", f"model {o.model} failed: {o.message}"))
     if len(finished) == len(outcomes):
         st.completed_at = stamp
         if len(failed) == len(outcomes):
@@ -685,9 +690,6 @@ def plan_comparison(
         message = f"{len(finished)} of {len(outcomes)} models finished"
         if current.phase == "Suspended":
             events.append(Event("Normal", "Resumed", f"resumed with {st.progress} models done"))
-    for o in failed:
-        if o.model not in {r.model for r in current.ranking if r.phase == "Failed"}:
-            events.append(Event("Warning", "ModelFailed", f"model {o.model} failed: {o.message}"))
     st.phase, st.message, st.observed_generation = phase, message, meta.generation
     st.conditions = phase_conditions(
         current.conditions, phase=phase, reason=reason, message=message, generation=meta.generation

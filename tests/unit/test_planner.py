@@ -589,8 +589,8 @@ def test_comparison_ranks_children_and_tests_the_winner() -> None:
     assert sig["winner"] == "forest" and sig["runnerUp"] == "svm" and 0 < sig["pValue"] < 0.05
     assert sig["significant"] is True
     assert st["models"] == {"completed": 2, "failed": 1, "planned": 3}
-    reasons = [e.reason for e in d.events]
-    assert "Succeeded" in reasons and "ModelFailed" in reasons
+    # The model's failure comes before the verdict: events are posted in this order.
+    assert [e.reason for e in d.events][-2:] == ["ModelFailed", "Succeeded"]
 
 
 def test_comparison_fails_only_when_every_model_fails() -> None:
@@ -599,6 +599,7 @@ def test_comparison_fails_only_when_every_model_fails() -> None:
     )
     assert d.status["phase"] == "Failed"
     assert {c["type"]: c["reason"] for c in d.status["conditions"]}["Failed"] == "AllModelsFailed"
+    assert [e.reason for e in d.events][-4:] == ["ModelFailed"] * 3 + ["Failed"]
 
 
 def test_comparison_suspend_propagates_to_children() -> None:
