@@ -41,6 +41,7 @@ beats the reference.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -85,17 +86,17 @@ REFERENCE_TRIALS = 200
 BASELINE_CONFIGS = 50
 GOAL_REGRET = 0.05
 OUT = Path(__file__).resolve().parent / "out"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+BAYESIAN = ("kt-bayesian", "kt-bayesian-gp") if HAS_TORCH else ("kt-bayesian",)
+"""kubetune bayesian with its default sampler (TPE) and with ``sampler: gp`` (kubetune[gp])."""
 METHODS = [
     "kt-random",
-    "kt-bayesian",
-    "kt-bayesian-gp",
+    *BAYESIAN,
     "kt-progressive",
     "RandomizedSearchCV",
     "HalvingRandomSearchCV",
     "optuna-TPE",
 ]
-BAYESIAN = ("kt-bayesian", "kt-bayesian-gp")
-"""kubetune bayesian with its default sampler (TPE) and with ``sampler: gp``."""
 MODEL_KEYS = ("estimator", "preprocessing", "parameters")
 """What a ModelComparison model takes from a TuningJob spec; the rest of the spec is shared."""
 
