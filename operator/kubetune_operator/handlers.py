@@ -27,6 +27,7 @@ from kubetune.api import SpecError
 from kubetune.api.resources import validation_problems
 from kubetune.api.spec import ModelComparisonSpec, TuningJobSpec
 from kubetune.api.status import is_terminal
+from kubetune.planning import search_problems
 from kubetune_operator.children import (
     LABEL_COMPARISON,
     LABEL_TUNINGJOB,
@@ -252,6 +253,8 @@ async def reconcile_tuningjob(
     async def reconcile(body: dict[str, Any], meta: Meta) -> None:
         try:
             spec = TuningJobSpec.model_validate(body.get("spec") or {})
+            if problems := search_problems(spec):  # what the CRD's field limits cannot see
+                raise SpecError(problems)
         except ValueError as error:
             await _invalid(body, memo, "TuningJob", meta, error, permanent_errors)
             return
@@ -355,6 +358,8 @@ async def reconcile_comparison(
     async def reconcile(body: dict[str, Any], meta: Meta) -> None:
         try:
             spec = ModelComparisonSpec.model_validate(body.get("spec") or {})
+            if problems := search_problems(spec):  # what the CRD's field limits cannot see
+                raise SpecError(problems)
         except ValueError as error:
             await _invalid(body, memo, "ModelComparison", meta, error, permanent_errors)
             return

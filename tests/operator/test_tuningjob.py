@@ -389,6 +389,24 @@ def test_invalid_spec_fails_once_with_a_condition_and_a_warning_and_is_not_retri
     assert world.metric("kubetune_reconcile_errors_total", kind="TuningJob") == 1
 
 
+def test_a_grid_too_large_to_run_fails_as_an_invalid_spec(world: World) -> None:
+    # Valid field by field (the CRD admits it): 50 x 50 x 50 grid points, no trials cap.
+    parameters = [
+        {"name": "C", "float": {"low": 0.01, "high": 100.0, "log": True}},
+        {"name": "gamma", "float": {"low": 1e-4, "high": 1.0, "log": True}},
+        {"name": "tol", "float": {"low": 1e-5, "high": 1e-1, "log": True}},
+    ]
+    search = {"method": "grid", "gridPoints": 50}
+    world.create(tuningjob("huge", spec_with(parameters=parameters, search=search)))
+    status = world.wait_phase("huge", "Failed")
+    failed = {c["type"]: c for c in status["conditions"]}["Failed"]
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.search: the grid has 125,000 points" in status["message"]
+    wait_for(lambda: "InvalidSpec" in world.reasons("huge"))
+    world.settle()
+    assert world.job_names() == []
+
+
 # ---- spec changes ---------------------------------------------------------------------------
 
 

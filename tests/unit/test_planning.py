@@ -5,7 +5,8 @@ from typing import Any
 
 import pytest
 
-from kubetune.api import Parameter, Refinement, SearchSpec
+from kubetune.api import ModelComparisonSpec, Parameter, Refinement, SearchSpec, TuningJobSpec
+from kubetune.api.spec import MAX_TRIALS
 from kubetune.planning import (
     grid_size,
     grid_values,
@@ -13,6 +14,7 @@ from kubetune.planning import (
     planned_total,
     planned_trials,
     refine_space,
+    search_problems,
     stage_name,
 )
 
@@ -120,6 +122,65 @@ def test_plan_stage_defaults() -> None:
     assert planned_trials(plans[0]) == 3 * 4 * 3 * 3
     assert planned_total(search=search, space=SPACE) == 108 + 30 + 20
     assert stage_name(0, "grid") == "s1-grid"
+
+
+def _job(parameters: list[dict[str, Any]], search: dict[str, Any]) -> TuningJobSpec:
+    return TuningJobSpec.model_validate(
+        {
+            "dataset": {"builtin": "iris"},
+            "estimator": {"name": "LogisticRegression"},
+            "parameters": parameters,
+            "search": search,
+        }
+    )
+
+
+def _choices(*sizes: int) -> list[dict[str, Any]]:
+    return [{"name": f"p{i}", "categorical": list(range(n))} for i, n in enumerate(sizes)]
+
+
+AT_LIMIT = _choices(10, 10, 10, 100)  # exactly the most a stage may run
+PAST_LIMIT = _choices(10, 10, 11, 100)
+
+
+def test_a_grid_may_have_as_many_points_as_a_stage_may_run_trials() -> None:
+    spec = _job(AT_LIMIT, {"method": "grid"})
+    assert grid_size(spec.parameters, grid_points=3) == MAX_TRIALS
+    assert search_problems(spec) == []
+    ranges = [{"name": n, "float": {"low": 0.1, "high": 10}} for n in ("C", "tol")]
+    assert search_problems(_job(ranges, {"method": "grid", "gridPoints": 50})) == []
+
+
+def test_an_uncapped_grid_past_the_limit_is_a_problem_and_a_capped_one_is_not() -> None:
+    (problem,) = search_problems(_job(PAST_LIMIT, {"method": "grid"}))
+    assert problem.startswith(
+        "search: the grid has 110,000 points (10 x 10 x 11 x 100), more than the 100,000"
+    )
+    assert "cap it with trials" in problem
+    assert search_problems(_job(PAST_LIMIT, {"method": "grid", "trials": 500})) == []
+    assert search_problems(_job(PAST_LIMIT, {"method": "random", "trials": 500})) == []
+
+
+def test_a_progressive_grid_stage_and_a_comparison_model_are_named() -> None:
+    stages = [{"method": "random", "trials": 5}, {"method": "grid"}]
+    (problem,) = search_problems(_job(PAST_LIMIT, {"method": "progressive", "stages": stages}))
+    assert problem.startswith("search.stages[1]: the grid has 110,000 points")
+    comparison = ModelComparisonSpec.model_validate(
+        {
+            "dataset": {"builtin": "iris"},
+            "models": [
+                {"name": "small", "estimator": {"name": "LogisticRegression"}},
+                {
+                    "name": "big",
+                    "estimator": {"name": "LogisticRegression"},
+                    "parameters": PAST_LIMIT,
+                },
+            ],
+            "search": {"method": "grid"},
+        }
+    )
+    (problem,) = search_problems(comparison)
+    assert problem.startswith("search: model 'big': the grid has 110,000 points")
 
 
 def test_grid_cap() -> None:

@@ -45,7 +45,14 @@ from kubetune.data import DataError, LoadedData, check_dataset, load_dataset
 from kubetune.estimators import allows_nan, make_pipeline, param_problems
 from kubetune.executor import Executor
 from kubetune.fold import FoldResult, Split, clone_with
-from kubetune.planning import StagePlan, plan_stage, planned_trials, refine_space, resolve_space
+from kubetune.planning import (
+    StagePlan,
+    plan_stage,
+    planned_trials,
+    refine_space,
+    resolve_space,
+    search_problems,
+)
 from kubetune.ranking import ModelOutcome, rank_models, verdict
 from kubetune.results import (
     TrialRecord,
@@ -166,6 +173,7 @@ def prepare(resource: TuningJob | ModelComparison, *, base_dir: Path | None = No
         problems += param_problems(
             estimator=item.estimator, preprocessing=item.preprocessing, space=space, prefix=prefix
         )
+    problems += [f"spec.{problem}" for problem in search_problems(spec)]
     gp = any(stage.sampler == "gp" for stage in spec.search.stage_list())
     if gp and importlib.util.find_spec("torch") is None:
         problems.append("spec.search: sampler gp needs PyTorch: pip install 'kubetune[gp]'")

@@ -17,7 +17,9 @@ from kubetune.api.parameters import Choice, FloatRange, IntRange, Parameter, cho
 from kubetune.api.spec import (
     DEFAULT_GRID_POINTS,
     DEFAULT_TRIALS,
+    MAX_TRIALS,
     EstimatorSpec,
+    ModelComparisonSpec,
     Refinement,
     SearchSpec,
     TuningJobSpec,
@@ -108,6 +110,43 @@ def planned_total(*, search: SearchSpec, space: Sequence[Parameter]) -> int:
 
 
 # --- grids -------------------------------------------------------------------------------------
+
+
+def search_problems(spec: TuningJobSpec | ModelComparisonSpec) -> list[str]:
+    """Grid stages without a cap whose grid is larger than a stage may run, one line each.
+
+    Each line begins with the path of the field to blame within the spec (``search...``).
+
+    The field limits cannot see this: a grid's size is the product of its parameters' points.
+    Later progressive stages narrow the space, so the full space bounds their grids too.
+    """
+    if isinstance(spec, TuningJobSpec):
+        spaces = [("", resolve_space(estimator=spec.estimator, parameters=spec.parameters))]
+    else:
+        spaces = [
+            (f"model {m.name!r}: ", resolve_space(estimator=m.estimator, parameters=m.parameters))
+            for m in spec.models
+        ]
+    stages = spec.search.stage_list()
+    problems: list[str] = []
+    for index, stage in enumerate(stages):
+        if stage.method != "grid" or stage.trials is not None:
+            continue
+        where = "search" + (f".stages[{index}]" if spec.search.method == "progressive" else "")
+        for model, space in spaces:
+            counts = [
+                len(grid_values(p, grid_points=stage.grid_points or DEFAULT_GRID_POINTS))
+                for p in space
+            ]
+            size = math.prod(counts)
+            if size > MAX_TRIALS:
+                problems.append(
+                    f"{where}: {model}the grid has {size:,} points "
+                    f"({' x '.join(map(str, counts))}), more than the {MAX_TRIALS:,} a stage "
+                    "may run; cap it with trials, use fewer gridPoints or choices, "
+                    "or search with method random"
+                )
+    return problems
 
 
 def grid_values(parameter: Parameter, *, grid_points: int) -> list[Choice]:

@@ -30,6 +30,8 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
     "bayesian": ("tpe", "gp"),
 }
 DEFAULT_TRIALS = 50
+MAX_TRIALS = 100_000
+"""The most candidates one stage runs: its trials, or the points of a grid without a cap."""
 DEFAULT_GRID_POINTS = 3
 
 
@@ -195,8 +197,9 @@ class Refinement(ApiModel):
 
 
 class _Budget(ApiModel):
-    trials: int | None = Field(default=None, ge=1, le=100_000)
-    """Number of candidates (random, bayesian); for grid, an optional cap on the grid."""
+    trials: int | None = Field(default=None, ge=1, le=MAX_TRIALS)
+    """Number of candidates (random, bayesian); for grid, an optional cap on the grid (a grid
+    without one may have at most 100,000 points)."""
     grid_points: int | None = Field(default=None, ge=2, le=50)
     """Grid only: points a numeric range becomes (evenly spaced; log ranges in log space)."""
     sampler: Sampler | None = None
