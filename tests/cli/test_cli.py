@@ -462,7 +462,7 @@ def test_ctrl_c_keeps_finished_trials(
     code, out, err = run_cli(capsys, "run", str(path), "-o", str(output))
     assert code == cli.EXIT_INTERRUPTED
     assert "Traceback" not in out + err
-    assert f"interrupted: kept 2 finished trials in {output}" in err
+    assert f"interrupted: kept 2 finished trials in {output}; the same command resumes" in err
     assert len(read_trials(output)) == 2
     status = yaml.safe_load((output / "status.yaml").read_text())["status"]
     assert status["phase"] == "Failed"
@@ -556,6 +556,17 @@ def test_a_resumed_run_keeps_the_seed_it_chose_and_restart_starts_over(
     assert status["reproducibility"]["seed"] == seed
     assert status["trials"]["completed"] == 6
 
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)
+        run_cli(capsys, "run", str(path), "-o", str(output))
+    with monkeypatch.context() as patch:  # interrupted again, started with --restart
+        interrupt_after(patch, 1)
+        code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--restart")
+    assert code == cli.EXIT_INTERRUPTED
+    assert "kept 1 finished trials" in err
+    assert "the same command without --restart resumes the run" in err
+    code, _, err = run_cli(capsys, "run", str(path), "-o", str(output), "--no-model")
+    assert code == cli.EXIT_OK and "1 finished trials kept" in err
     with monkeypatch.context() as patch:
         interrupt_after(patch, 2)
         run_cli(capsys, "run", str(path), "-o", str(output))

@@ -462,9 +462,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.close()
         _write_interrupted(folder=folder, document=document, runs=runs, kind=kind)
         done = sum(len(r.records) for r in runs)
+        # --restart would throw the kept trials away again.
+        again = "the same command without --restart" if args.restart else "the same command"
         print(
-            f"interrupted: kept {done} finished trials in {folder}; "
-            "the same command resumes the run",
+            f"interrupted: kept {done} finished trials in {folder}; {again} resumes the run",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
