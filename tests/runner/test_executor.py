@@ -184,3 +184,72 @@ def test_closing_on_ctrl_c_with_fits_queued_stops_the_workers_without_a_tracebac
             assert not thread.is_alive()
     assert died == []
     assert all(f.done() for f in futures[5:])  # the queued ones were cancelled
+
+
+# ---- BLAS and OpenMP threads ------------------------------------------------------------------
+
+
+class OneThreadFit(RegressorMixin, BaseEstimator):
+    """Predicts the mean; its fit fails unless BLAS and OpenMP run one thread."""
+
+    def fit(self, X: Any, y: Any) -> OneThreadFit:
+        if set(library_threads().values()) != {1}:
+            raise RuntimeError(f"fitting with threads {library_threads()}")
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X: Any) -> Any:
+        return np.full(len(X), self.mean_)
+
+
+def library_threads() -> dict[str, int]:
+    from threadpoolctl import threadpool_info
+
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info()}
+
+
+def one_worker() -> Executor:
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20.0)
+    return Executor(X=X, y=y, splits=list(KFold(2).split(X)), workers=1)
+
+
+def test_one_worker_fits_with_blas_and_openmp_capped_at_a_cpu_quota(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import joblib
+
+    before = library_threads()
+    if max(before.values(), default=1) < 2:
+        pytest.skip("BLAS and OpenMP already run one thread here")
+    monkeypatch.setattr(joblib, "cpu_count", lambda *_, **__: 1)  # a pod limited to one CPU
+    executor = one_worker()
+    try:
+        pipeline = Pipeline([("model", OneThreadFit())])
+        result = executor.submit(pipeline=pipeline, params={}, fold=0, metrics=["r2"]).result()
+        assert result.error is None
+        assert set(library_threads().values()) == {1}
+    finally:
+        executor.close()
+    assert library_threads() == before  # restored for whatever the process does next
+
+
+def test_one_worker_leaves_the_threads_alone_without_a_quota(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import joblib
+
+    monkeypatch.setattr(joblib, "cpu_count", lambda *_, **__: os.cpu_count())
+    before = library_threads()
+    with one_worker():
+        assert library_threads() == before
+
+
+def test_workers_split_the_usable_cores_not_the_machines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import joblib
+
+    from kubetune import pool
+
+    monkeypatch.setattr(joblib, "cpu_count", lambda *_, **__: 3)
+    assert (pool.worker_threads(1), pool.worker_threads(2), pool.worker_threads(4)) == (3, 1, 1)
+    assert pool.worker_threads(2, cores=8) == 4
+    assert pool.worker_env(2)["OMP_NUM_THREADS"] == "1"

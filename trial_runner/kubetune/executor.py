@@ -35,7 +35,7 @@ from joblib.externals.loky.process_executor import TerminatedWorkerError
 from sklearn.pipeline import Pipeline
 
 from kubetune.fold import FoldResult, Split, _worker_fold, fit_and_score
-from kubetune.pool import get_pool
+from kubetune.pool import get_pool, limit_in_process
 
 
 class Executor:
@@ -58,6 +58,9 @@ class Executor:
         self._suspects: deque[tuple[Future[FoldResult], _Task]] = deque()
         self._recovering = False
         self._closed = False
+        # One worker fits in this process: its BLAS and OpenMP get the usable cores too (a
+        # pod's CPU limit), as the workers of a pool do, until the executor closes.
+        self._threads = limit_in_process() if self.workers == 1 else None
         if self.workers > 1:
             self._dir = tempfile.mkdtemp(prefix="kubetune-")
             self._path = str(Path(self._dir) / "data.joblib")
@@ -189,6 +192,9 @@ class Executor:
             pool, self._pool = self._pool, None
         if pool is not None and kill:
             pool.shutdown(wait=False, kill_workers=True)
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.restore_original_limits()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

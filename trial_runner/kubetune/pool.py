@@ -40,19 +40,45 @@ WORKER_PRELOAD = "kubetune.worker_preload"
 MODULES_ENV = "KUBETUNE_WORKER_MODULES"
 
 
-def worker_threads(workers: int) -> int:
+def usable_cores() -> int:
+    """The CPUs this process may use, as joblib counts them for ``n_jobs=-1``.
+
+    The affinity mask and the cgroup's CPU quota (a pod's CPU limit) count: ``os.cpu_count()``
+    sees every core of the node, and BLAS or OpenMP threads past the quota only get throttled.
+    """
+    from joblib import cpu_count
+
+    return max(1, cpu_count())
+
+
+def worker_threads(workers: int, *, cores: int | None = None) -> int:
     """BLAS and OpenMP threads for each worker, as joblib sets them: the cores split between them.
 
     Without a limit BLAS and OpenMP inside each fit would start a thread per core in every worker
-    and oversubscribe the machine.
+    and oversubscribe the machine. ``cores`` defaults to :func:`usable_cores`.
     """
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, (usable_cores() if cores is None else cores) // workers)
 
 
-def worker_env(workers: int) -> dict[str, str]:
+def worker_env(workers: int, *, cores: int | None = None) -> dict[str, str]:
     """The thread limits as environment variables, for workers that load the libraries later."""
-    threads = str(worker_threads(workers))
+    threads = str(worker_threads(workers, cores=cores))
     return {name: threads for name in BLAS_THREAD_VARIABLES}
+
+
+def limit_in_process() -> Any:
+    """Cap BLAS and OpenMP in this process at the usable cores, where they are fewer than the
+    machine's (a CPU quota or an affinity mask); None where there is nothing to cap.
+
+    For the fits of one worker, which run in this process: the caller restores the libraries'
+    limits with the returned limiter's ``restore_original_limits()``.
+    """
+    cores = usable_cores()
+    if cores >= (os.cpu_count() or 1):
+        return None
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=cores)
 
 
 def get_pool(workers: int) -> Any:
@@ -123,7 +149,11 @@ def start_fork_server(*, workers: int, modules: Sequence[str] = ()) -> bool:
     forkserver.set_forkserver_preload(preload_modules())
     try:
         # Spawns the server and returns: it imports meanwhile, in the environment set here.
-        with _environment({**worker_env(workers), MODULES_ENV: ",".join(modules)}):
+        # The caps for the server's own imports count os.cpu_count(): usable_cores() would
+        # import joblib (and numpy, 0.15 s) before the server starts. Each worker's initializer
+        # then applies the usable cores (get_pool).
+        caps = worker_env(workers, cores=os.cpu_count() or 1)
+        with _environment({**caps, MODULES_ENV: ",".join(modules)}):
             forkserver.ensure_running()
     except OSError:  # e.g. a temporary directory too deep for a Unix socket's path
         return False
