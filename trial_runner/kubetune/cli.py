@@ -486,7 +486,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_model and winner is not None:
         path = write_model(folder=folder, run=winner)
         if path:
-            print(f"\nmodel: {path} (load with skops.io.load)")
+            print(f"\nmodel: {path} (skops.io.load it, passing the types you trust as trusted=)")
     print(f"results in {folder}: status.yaml, trials.csv")
     return EXIT_OK
 
